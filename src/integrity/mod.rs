@@ -17,6 +17,8 @@ pub mod proof;
 mod reference;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;
 
 pub use canonical::{canonical_bytes, content_hash, entry_content_hash};
 pub use lamport::{next_clock, ClockOverflow};
