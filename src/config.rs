@@ -1,1 +1,206 @@
-//! (being written)
+//! The server's configuration: flags and environment variables (clap), validated once
+//! into a `Config`. Defaults live in one place, the clap definitions below.
+
+use crate::model::Limits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What an acknowledgement waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync before every acknowledgement (shared among concurrent appends by group commit).
+    Fsync,
+    /// Acknowledge once committed, without fsync: a crash can lose the last second of
+    /// appends. For bulk loads and benchmarks.
+    None,
+}
+
+/// `converge-ledger serve`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "\
+Every flag can also be set by its environment variable (LEDGER_LISTEN, LEDGER_DATA_DIR, ...).
+GRPC_PORT (as in converge-ledger 0.1.x) sets the port of the default address 127.0.0.1 when
+neither --listen nor LEDGER_LISTEN is given. The server is ready when grpc.health.v1.Health/Check
+answers SERVING, and logs one line saying so. SIGTERM or Ctrl-C shuts it down cleanly: no new
+calls, in-flight calls finish, watch streams end with UNAVAILABLE, everything is flushed, exit 0.")]
+pub struct ServeArgs {
+    /// Address for the gRPC server [default: 127.0.0.1:50051]. Use 0.0.0.0:PORT to listen on
+    /// every interface; port 0 picks a free port (logged at start-up).
+    #[arg(long, env = "LEDGER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// The port of the default listen address, honoured as converge-ledger 0.1.x did.
+    #[arg(long, env = "GRPC_PORT", hide_short_help = true)]
+    pub grpc_port: Option<u16>,
+
+    /// Folder of the redb database (created if missing; one server per folder).
+    #[arg(long, env = "LEDGER_DATA_DIR", default_value = "./ledger-data")]
+    pub data_dir: PathBuf,
+
+    /// Keep everything in memory and write no file: for tests and demos. Nothing survives
+    /// a restart; acknowledgements say MEMORY.
+    #[arg(long, env = "LEDGER_MEMORY")]
+    pub memory: bool,
+
+    /// fsync: an acknowledged append is on disk. none: committed but not fsynced
+    /// (acknowledgements say WRITTEN; synced about once a second and at shutdown).
+    #[arg(long, env = "LEDGER_DURABILITY", value_enum, default_value = "fsync")]
+    pub durability: DurabilityArg,
+
+    /// Largest payload accepted, inclusive, in bytes. Larger appends get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "LEDGER_MAX_PAYLOAD_BYTES", default_value_t = 4 << 20)]
+    pub max_payload_bytes: usize,
+
+    /// Largest snapshot served by Snapshot or accepted by Load, in bytes.
+    #[arg(long, env = "LEDGER_MAX_SNAPSHOT_BYTES", default_value_t = 256 << 20)]
+    pub max_snapshot_bytes: usize,
+
+    /// A context's actor stops after this many seconds without requests (it restarts on
+    /// the next one, from storage), so idle contexts cost no memory.
+    #[arg(long, env = "LEDGER_CONTEXT_IDLE_SECS", default_value_t = 30)]
+    pub context_idle_secs: u64,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// "converge_ledger=debug".
+    #[arg(long, env = "LEDGER_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageConfig {
+    Memory,
+    Dir { path: PathBuf, fsync: bool },
+}
+
+/// A validated server configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    pub limits: Limits,
+    pub snapshot_bytes_max: usize,
+    pub context_idle: Duration,
+}
+
+/// A configuration that cannot work, with the offending value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Largest payload limit accepted: one gRPC message must hold it.
+const PAYLOAD_BYTES_LIMIT: usize = 1 << 30;
+
+impl Config {
+    pub fn from_args(a: &ServeArgs) -> Result<Config, ConfigError> {
+        let listen = match (a.listen, a.grpc_port) {
+            (Some(l), _) => l,
+            (None, Some(port)) => SocketAddr::from(([127, 0, 0, 1], port)),
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 50051)),
+        };
+        if a.max_payload_bytes == 0 || a.max_payload_bytes > PAYLOAD_BYTES_LIMIT {
+            return Err(ConfigError(format!(
+                "--max-payload-bytes is {}; it must be between 1 and {PAYLOAD_BYTES_LIMIT}",
+                a.max_payload_bytes
+            )));
+        }
+        if a.max_snapshot_bytes < a.max_payload_bytes {
+            return Err(ConfigError(format!(
+                "--max-snapshot-bytes ({}) is smaller than --max-payload-bytes ({}): a snapshot of one entry could not be served",
+                a.max_snapshot_bytes, a.max_payload_bytes
+            )));
+        }
+        if a.context_idle_secs == 0 {
+            return Err(ConfigError("--context-idle-secs must be at least 1".into()));
+        }
+        let storage = if a.memory {
+            StorageConfig::Memory
+        } else {
+            StorageConfig::Dir {
+                path: a.data_dir.clone(),
+                fsync: a.durability == DurabilityArg::Fsync,
+            }
+        };
+        Ok(Config {
+            listen,
+            storage,
+            limits: Limits::with_payload_max(a.max_payload_bytes),
+            snapshot_bytes_max: a.max_snapshot_bytes,
+            context_idle: Duration::from_secs(a.context_idle_secs),
+        })
+    }
+
+    /// An in-memory ledger on a free loopback port, for tests.
+    pub fn for_test() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            storage: StorageConfig::Memory,
+            limits: Limits::with_payload_max(4 << 20),
+            snapshot_bytes_max: 256 << 20,
+            context_idle: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let t = T::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+        Config::from_args(&t.a)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.limits.payload_bytes_max, 4 << 20);
+        assert_eq!(
+            c.storage,
+            StorageConfig::Dir {
+                path: "./ledger-data".into(),
+                fsync: true
+            }
+        );
+    }
+
+    #[test]
+    fn grpc_port_sets_the_default_address_port_and_listen_wins() {
+        assert_eq!(parse(&["--grpc-port", "6000"]).unwrap().listen.to_string(), "127.0.0.1:6000");
+        let c = parse(&["--grpc-port", "6000", "--listen", "0.0.0.0:7000"]).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+    }
+
+    #[test]
+    fn memory_and_durability() {
+        assert_eq!(parse(&["--memory"]).unwrap().storage, StorageConfig::Memory);
+        let c = parse(&["--durability", "none", "--data-dir", "/tmp/x"]).unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::Dir {
+                path: "/tmp/x".into(),
+                fsync: false
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_themselves() {
+        let e = parse(&["--max-payload-bytes", "0"]).unwrap_err().to_string();
+        assert!(e.contains("--max-payload-bytes is 0"), "{e}");
+        let e = parse(&["--max-payload-bytes", "100", "--max-snapshot-bytes", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--max-snapshot-bytes (10)"), "{e}");
+        assert!(parse(&["--context-idle-secs", "0"]).is_err());
+    }
+}

@@ -1,1 +1,13 @@
-//! (being written)
+//! The gRPC boundary: tonic services, proto ↔ model conversion, and the one table that
+//! maps `LedgerError` to `tonic::Status`.
+
+mod context_service;
+mod convert;
+mod router;
+mod status;
+mod watch_stream;
+
+pub use context_service::ContextApi;
+pub use convert::{entry_from_proto, entry_to_proto, hash_from_bytes};
+pub use router::router;
+pub use status::to_status;

@@ -1,1 +1,11 @@
-//! (being written)
+//! The redb schema and the only code that touches redb. `Store` reads (on any thread, in
+//! read transactions); `writer` is the single group-commit writer.
+
+mod codec;
+mod schema;
+mod store;
+pub mod writer;
+
+pub use codec::{decode_entry, encode_entry, CodecError};
+pub use store::{ContextNodes, DurabilityMode, Head, StorageError, Store, StoreReader};
+pub use writer::{spawn_writer, CommitResult, OnDone, WriteOp, WriterMsg};

@@ -1,0 +1,492 @@
+//! ContextActor: the single writer of one context.
+//!
+//! It holds the head — latest sequence, Lamport clock, Merkle frontier — and turns each
+//! append into an entry: sequence, clock, content hash, frontier update (O(log n)), all
+//! by calls into the pure `integrity` modules. The entry goes to the group-commit writer;
+//! the writer answers the client after the commit. The actor does not wait for the
+//! commit, so concurrent appends to one context share commits too; its head may run
+//! ahead of the disk, and any failed commit makes it stop and rebuild from storage.
+//!
+//! **Invariant:** every entry it submits continues the one submitted before it, and the
+//! writer refuses any that does not continue what is stored, so a stale head can never
+//! write a gap or overwrite.
+
+use crate::actors::watch::LiveEvent;
+use crate::actors::Shared;
+use crate::error::{LedgerError, LedgerResult};
+use crate::integrity::canonical::content_hash;
+use crate::integrity::lamport::next_clock;
+use crate::integrity::merkle::{leaf_hash, Frontier};
+use crate::model::{Entry, Hash, Metadata};
+use crate::storage::{DurabilityMode, OnDone, WriteOp, WriterMsg};
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A validated append request.
+#[derive(Clone, Debug)]
+pub struct AppendInput {
+    pub key: String,
+    pub payload: Bytes,
+    pub metadata: Metadata,
+    /// 0 = none.
+    pub received_lamport_clock: u64,
+    /// "" = none.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug)]
+pub struct AppendOutcome {
+    pub entry: Entry,
+    pub duplicate: bool,
+    pub durability: DurabilityMode,
+}
+
+/// A verified snapshot's entries, already hashed for this context.
+#[derive(Debug)]
+pub struct LoadInput {
+    pub entries: Arc<Vec<Entry>>,
+    pub fail_if_exists: bool,
+}
+
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub entries_restored: u64,
+    pub latest_sequence: u64,
+    pub merkle_root: Hash,
+}
+
+pub enum ContextMsg {
+    Append(AppendInput, RpcReplyPort<LedgerResult<AppendOutcome>>),
+    Load(LoadInput, RpcReplyPort<LedgerResult<LoadOutcome>>),
+    /// From the writer: the op ending at `through` is committed.
+    Committed { through: u64 },
+    /// From the writer: an op failed; the head is no longer trustworthy.
+    CommitFailed { reason: String },
+    IdleCheck,
+}
+impl ractor::Message for ContextMsg {}
+
+pub struct ContextActor;
+
+pub struct ContextState {
+    shared: Arc<Shared>,
+    context_id: Arc<str>,
+    /// Latest sequence handed to the writer (committed or in flight).
+    sequence: u64,
+    lamport_clock: u64,
+    frontier: Frontier,
+    /// Ops handed to the writer and not yet reported back.
+    ops_in_flight: usize,
+    /// Idempotency keys of in-flight entries: a retry racing the first attempt waits for it.
+    idempotency_in_flight: HashMap<String, Entry>,
+    /// Retries of in-flight entries, answered when that entry commits.
+    duplicate_waiters: Vec<(Entry, RpcReplyPort<LedgerResult<AppendOutcome>>)>,
+    last_active: Instant,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Actor for ContextActor {
+    type Msg = ContextMsg;
+    type State = ContextState;
+    type Arguments = (Arc<Shared>, Arc<str>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (shared, context_id): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let head = shared.store.reader()?.head(&context_id)?;
+        tracing::trace!(context = %context_id, sequence = head.sequence, "context actor started");
+        let idle = shared.context_idle;
+        myself.send_interval(idle / 2, || ContextMsg::IdleCheck);
+        Ok(ContextState {
+            shared,
+            context_id,
+            sequence: head.sequence,
+            lamport_clock: head.lamport_clock,
+            frontier: head.frontier,
+            ops_in_flight: 0,
+            idempotency_in_flight: HashMap::new(),
+            duplicate_waiters: Vec::new(),
+            last_active: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ContextMsg::Append(input, reply) => {
+                state.last_active = Instant::now();
+                append(&myself, state, input, reply).await;
+            }
+            ContextMsg::Load(input, reply) => {
+                state.last_active = Instant::now();
+                load(&myself, state, input, reply).await;
+            }
+            ContextMsg::Committed { through } => {
+                state.ops_in_flight = state.ops_in_flight.saturating_sub(1);
+                state
+                    .idempotency_in_flight
+                    .retain(|_, e| e.sequence > through);
+                let mode = state.shared.store.mode();
+                let (done, waiting) = std::mem::take(&mut state.duplicate_waiters)
+                    .into_iter()
+                    .partition(|(e, _)| e.sequence <= through);
+                state.duplicate_waiters = waiting;
+                for (entry, reply) in done {
+                    let _ = reply.send(Ok(AppendOutcome {
+                        entry,
+                        duplicate: true,
+                        durability: mode,
+                    }));
+                }
+            }
+            ContextMsg::CommitFailed { reason } => {
+                for (_, reply) in state.duplicate_waiters.drain(..) {
+                    let _ = reply.send(Err(LedgerError::Unavailable(format!(
+                        "the original append failed: {reason}; retry"
+                    ))));
+                }
+                tracing::warn!(context = %state.context_id, %reason,
+                    "a write of this context failed; its actor stops and the next request rebuilds it from storage");
+                myself.stop(Some(format!("write failed: {reason}")));
+            }
+            ContextMsg::IdleCheck => {
+                if state.ops_in_flight == 0
+                    && state.duplicate_waiters.is_empty()
+                    && state.last_active.elapsed() >= state.shared.context_idle
+                {
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The completion of a write: answer, publish, tell the actor. Runs on the writer thread.
+fn on_done<T: Send + 'static>(
+    myself: &ActorRef<ContextMsg>,
+    shared: &Arc<Shared>,
+    context_id: &Arc<str>,
+    roots: Vec<Hash>,
+    reply: RpcReplyPort<LedgerResult<T>>,
+    answer: impl FnOnce(DurabilityMode, Vec<Entry>) -> T + Send + 'static,
+) -> OnDone {
+    let (me, shared, ctx) = (myself.clone(), shared.clone(), context_id.clone());
+    Box::new(move |result, entries| match result {
+        Ok(mode) => {
+            let through = entries.last().map_or(0, |e| e.sequence);
+            let hub = shared.watch_hub.load();
+            for (entry, root) in entries.iter().zip(&roots) {
+                hub.publish(&ctx, || LiveEvent {
+                    entry: entry.clone(),
+                    merkle_root: *root,
+                });
+            }
+            let _ = reply.send(Ok(answer(mode, entries)));
+            let _ = me.cast(ContextMsg::Committed { through });
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            let _ = reply.send(Err(e));
+            let _ = me.cast(ContextMsg::CommitFailed { reason });
+        }
+    })
+}
+
+async fn submit(state: &mut ContextState, op: WriteOp) {
+    state.ops_in_flight += 1;
+    match state.shared.writer() {
+        // On a closed queue the op is dropped inside the error, and its Drop answers
+        // UNAVAILABLE and reports the failure back here.
+        Ok(tx) => {
+            let _ = tx.send(WriterMsg::Write(op)).await;
+        }
+        Err(_) => drop(op),
+    }
+}
+
+async fn append(
+    myself: &ActorRef<ContextMsg>,
+    state: &mut ContextState,
+    input: AppendInput,
+    reply: RpcReplyPort<LedgerResult<AppendOutcome>>,
+) {
+    if !input.idempotency_key.is_empty() {
+        match check_idempotency(state, &input) {
+            Ok(Idempotency::New) => {}
+            Ok(Idempotency::InFlight(entry)) => {
+                state.duplicate_waiters.push((entry, reply));
+                return;
+            }
+            Ok(Idempotency::Stored(entry)) => {
+                let _ = reply.send(Ok(AppendOutcome {
+                    entry,
+                    duplicate: true,
+                    durability: state.shared.store.mode(),
+                }));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
+    }
+    let lamport_clock = match next_clock(state.lamport_clock, input.received_lamport_clock) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = reply.send(Err(LedgerError::InvalidArgument(e.to_string())));
+            return;
+        }
+    };
+    let sequence = state.sequence + 1;
+    let appended_at_ns = now_ns();
+    let hash = content_hash(
+        &state.context_id,
+        sequence,
+        &input.key,
+        &input.payload,
+        appended_at_ns,
+        lamport_clock,
+        &input.metadata,
+    );
+    let mut nodes = Vec::new();
+    state.frontier.push(leaf_hash(&hash), &mut nodes);
+    let entry = Entry {
+        id: uuid::Uuid::now_v7().to_string(),
+        key: input.key,
+        payload: input.payload,
+        sequence,
+        appended_at_ns,
+        metadata: input.metadata,
+        lamport_clock,
+        content_hash: hash,
+    };
+    let prev = state.sequence;
+    state.sequence = sequence;
+    state.lamport_clock = lamport_clock;
+    let mut idempotency = Vec::new();
+    if !input.idempotency_key.is_empty() {
+        state
+            .idempotency_in_flight
+            .insert(input.idempotency_key.clone(), entry.clone());
+        idempotency.push((input.idempotency_key, sequence));
+    }
+    let done = on_done(
+        myself,
+        &state.shared,
+        &state.context_id,
+        vec![state.frontier.root()],
+        reply,
+        |durability, mut entries| AppendOutcome {
+            entry: entries.pop().expect("an append op carries its entry"),
+            duplicate: false,
+            durability,
+        },
+    );
+    let op = WriteOp {
+        context_id: state.context_id.clone(),
+        expect_prev: prev,
+        entries: vec![entry],
+        nodes,
+        idempotency,
+        on_done: Some(done),
+    };
+    submit(state, op).await;
+}
+
+enum Idempotency {
+    New,
+    InFlight(Entry),
+    Stored(Entry),
+}
+
+fn same_content(e: &Entry, input: &AppendInput) -> bool {
+    e.key == input.key && e.payload == input.payload && e.metadata == input.metadata
+}
+
+fn check_idempotency(state: &ContextState, input: &AppendInput) -> LedgerResult<Idempotency> {
+    let key = &input.idempotency_key;
+    let found = match state.idempotency_in_flight.get(key) {
+        Some(e) => Some((e.clone(), true)),
+        None => {
+            let reader = state.shared.store.reader()?;
+            match reader.idempotent_sequence(&state.context_id, key)? {
+                Some(seq) => {
+                    let e = reader.entry(&state.context_id, seq)?.ok_or_else(|| {
+                        LedgerError::DataLoss(format!(
+                            "idempotency key {key:?} names entry {seq}, which is missing"
+                        ))
+                    })?;
+                    Some((e, false))
+                }
+                None => None,
+            }
+        }
+    };
+    match found {
+        None => Ok(Idempotency::New),
+        Some((e, _)) if !same_content(&e, input) => Err(LedgerError::AlreadyExists(format!(
+            "idempotency key {key:?} was used for entry {} with different content (key, payload or metadata)",
+            e.sequence
+        ))),
+        Some((e, true)) => Ok(Idempotency::InFlight(e)),
+        Some((e, false)) => Ok(Idempotency::Stored(e)),
+    }
+}
+
+/// Restores a verified snapshot: all of it into an empty context, or only the missing
+/// suffix when the stored history is a prefix of it. Nothing is written on any refusal.
+async fn load(
+    myself: &ActorRef<ContextMsg>,
+    state: &mut ContextState,
+    input: LoadInput,
+    reply: RpcReplyPort<LedgerResult<LoadOutcome>>,
+) {
+    if state.ops_in_flight > 0 {
+        let _ = reply.send(Err(LedgerError::Unavailable(
+            "appends to this context are in flight; retry the load".into(),
+        )));
+        return;
+    }
+    let stored = state.sequence;
+    if stored > 0 && input.fail_if_exists {
+        let _ = reply.send(Err(LedgerError::AlreadyExists(format!(
+            "context {:?} already has {stored} entries (fail_if_exists)",
+            state.context_id
+        ))));
+        return;
+    }
+    let entries = &input.entries;
+    let common = (stored as usize).min(entries.len());
+    if stored > 0 {
+        let stored_ids = match compare_prefix(state, &entries[..common]).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if let Some(e) = entries[common..].iter().find(|e| stored_ids.contains(&e.id)) {
+            let _ = reply.send(Err(LedgerError::InvalidArgument(format!(
+                "snapshot entry {} has id {:?}, already used in context {:?}; nothing was written",
+                e.sequence, e.id, state.context_id
+            ))));
+            return;
+        }
+    }
+    if entries.len() as u64 <= stored {
+        let _ = reply.send(Ok(LoadOutcome {
+            entries_restored: 0,
+            latest_sequence: stored,
+            merkle_root: state.frontier.root(),
+        }));
+        return;
+    }
+    let suffix: Vec<Entry> = entries[common..].to_vec();
+    let mut nodes = Vec::new();
+    let mut roots = Vec::with_capacity(suffix.len());
+    for e in &suffix {
+        state.frontier.push(leaf_hash(&e.content_hash), &mut nodes);
+        roots.push(state.frontier.root());
+    }
+    let last = suffix.last().expect("suffix is not empty");
+    state.sequence = last.sequence;
+    state.lamport_clock = last.lamport_clock;
+    let root = state.frontier.root();
+    let done = on_done(
+        myself,
+        &state.shared,
+        &state.context_id,
+        roots,
+        reply,
+        move |_, entries| LoadOutcome {
+            entries_restored: entries.len() as u64,
+            latest_sequence: entries.last().map_or(0, |e| e.sequence),
+            merkle_root: root,
+        },
+    );
+    let op = WriteOp {
+        context_id: state.context_id.clone(),
+        expect_prev: stored,
+        entries: suffix,
+        nodes,
+        idempotency: Vec::new(),
+        on_done: Some(done),
+    };
+    tracing::info!(context = %state.context_id, from = stored + 1, to = state.sequence, "loading snapshot entries");
+    submit(state, op).await;
+}
+
+/// Checks that the stored entries equal the snapshot's first entries in content
+/// (sequence, key, payload, metadata, appended_at_ns, lamport_clock) and that no snapshot
+/// id beyond them collides with a stored id.
+async fn compare_prefix(state: &ContextState, prefix: &[Entry]) -> LedgerResult<HashSet<String>> {
+    let store = state.shared.store.clone();
+    let ctx = state.context_id.clone();
+    let stored = state.sequence;
+    let expected: Vec<(u64, String, Bytes, Metadata, u64, u64)> = prefix
+        .iter()
+        .map(|e| {
+            (
+                e.sequence,
+                e.key.clone(),
+                e.payload.clone(),
+                e.metadata.clone(),
+                e.appended_at_ns,
+                e.lamport_clock,
+            )
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || -> LedgerResult<HashSet<String>> {
+        let reader = store.reader()?;
+        let mut ids = HashSet::new();
+        let mut after = 0;
+        let mut i = 0;
+        while after < stored {
+            let page = reader.entries_after(&ctx, None, after, 4096)?;
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                after = e.sequence;
+                if let Some(x) = expected.get(i) {
+                    let got = (
+                        e.sequence,
+                        e.key.clone(),
+                        e.payload.clone(),
+                        e.metadata.clone(),
+                        e.appended_at_ns,
+                        e.lamport_clock,
+                    );
+                    if &got != x {
+                        return Err(LedgerError::FailedPrecondition(format!(
+                            "snapshot diverges from context {ctx:?} at sequence {}; nothing was written",
+                            e.sequence
+                        )));
+                    }
+                }
+                i += 1;
+                ids.insert(e.id);
+            }
+        }
+        Ok(ids)
+    })
+    .await
+    .map_err(|e| LedgerError::Internal(format!("prefix check failed: {e}")))?
+}

@@ -1,0 +1,189 @@
+//! LedgerSupervisor: the root. Starts StorageSupervisor, WatchRegistry, ContextSupervisor
+//! and GrpcServerSupervisor in that order (each depends only on those before it), restarts
+//! any that fails (one-for-one, within a restart budget), and shuts them down in reverse
+//! order so every acknowledged write is durable before the process exits.
+
+use super::context::{ContextSupervisor, CONTEXT_SUPERVISOR_NAME};
+use super::grpc::{GrpcServerArgs, GrpcServerSupervisor, GRPC_SERVER_NAME};
+use super::storage::{StorageSupervisor, STORAGE_SUPERVISOR_NAME};
+use super::watch::{WatchRegistry, WATCH_REGISTRY_NAME};
+use super::{RestartBudget, Shared};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long each branch gets to stop at shutdown.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct LedgerSupervisorArgs {
+    pub shared: Arc<Shared>,
+    pub listener: Arc<std::net::TcpListener>,
+}
+
+pub enum LedgerSupervisorMsg {
+    /// Ordered shutdown: gRPC (drain), contexts, watch, storage (final commit and sync).
+    Shutdown(RpcReplyPort<()>),
+}
+impl ractor::Message for LedgerSupervisorMsg {}
+
+pub struct LedgerSupervisor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Child {
+    Storage,
+    Watch,
+    Contexts,
+    Grpc,
+}
+
+impl Child {
+    const START_ORDER: [Child; 4] = [Child::Storage, Child::Watch, Child::Contexts, Child::Grpc];
+
+    fn name(self) -> &'static str {
+        match self {
+            Child::Storage => STORAGE_SUPERVISOR_NAME,
+            Child::Watch => WATCH_REGISTRY_NAME,
+            Child::Contexts => CONTEXT_SUPERVISOR_NAME,
+            Child::Grpc => GRPC_SERVER_NAME,
+        }
+    }
+}
+
+pub struct LedgerState {
+    shared: Arc<Shared>,
+    listener: Arc<std::net::TcpListener>,
+    children: Vec<(Child, ActorCell)>,
+    budget: RestartBudget,
+    stopping: bool,
+}
+
+async fn start_child(
+    myself: &ActorRef<LedgerSupervisorMsg>,
+    state_shared: &Arc<Shared>,
+    listener: &Arc<std::net::TcpListener>,
+    child: Child,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let cell = myself.get_cell();
+    let name = Some(state_shared.actor_name(child.name()));
+    // A restarted child may briefly find its old name still registered.
+    let mut attempt = 0;
+    loop {
+        let spawned = match child {
+            Child::Storage => cell
+                .spawn_linked(name.clone(), StorageSupervisor, state_shared.clone())
+                .await
+                .map(|(a, _)| a.get_cell()),
+            Child::Watch => cell
+                .spawn_linked(name.clone(), WatchRegistry, state_shared.clone())
+                .await
+                .map(|(a, _)| a.get_cell()),
+            Child::Contexts => cell
+                .spawn_linked(name.clone(), ContextSupervisor, state_shared.clone())
+                .await
+                .map(|(a, _)| a.get_cell()),
+            Child::Grpc => cell
+                .spawn_linked(
+                    name.clone(),
+                    GrpcServerSupervisor,
+                    GrpcServerArgs {
+                        shared: state_shared.clone(),
+                        listener: listener.clone(),
+                    },
+                )
+                .await
+                .map(|(a, _)| a.get_cell()),
+        };
+        match spawned {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt < 50 => {
+                attempt += 1;
+                tracing::debug!(child = child.name(), error = %e, "start failed; retrying");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(format!("cannot start {}: {e}", child.name()).into()),
+        }
+    }
+}
+
+impl Actor for LedgerSupervisor {
+    type Msg = LedgerSupervisorMsg;
+    type State = LedgerState;
+    type Arguments = LedgerSupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: LedgerSupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut children = Vec::new();
+        for child in Child::START_ORDER {
+            let cell = start_child(&myself, &args.shared, &args.listener, child).await?;
+            children.push((child, cell));
+        }
+        Ok(LedgerState {
+            shared: args.shared,
+            listener: args.listener,
+            children,
+            budget: RestartBudget::new(20, Duration::from_secs(60)),
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let LedgerSupervisorMsg::Shutdown(reply) = msg;
+        state.stopping = true;
+        for (child, cell) in state.children.iter().rev() {
+            tracing::debug!(child = child.name(), "stopping");
+            if let Err(e) = cell
+                .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
+                .await
+            {
+                tracing::warn!(child = child.name(), error = %e, "did not stop cleanly");
+            }
+        }
+        let _ = reply.send(());
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "killed".into()))
+            }
+            _ => return Ok(()),
+        };
+        if state.stopping || state.shared.is_shutting_down() {
+            return Ok(());
+        }
+        let Some(idx) = state
+            .children
+            .iter()
+            .position(|(_, c)| c.get_id() == cell.get_id())
+        else {
+            return Ok(());
+        };
+        let child = state.children[idx].0;
+        tracing::warn!(child = child.name(), %reason, "child stopped; restarting it");
+        if !state.budget.allow(Instant::now()) {
+            return Err(format!(
+                "children keep failing (last: {} — {reason}); stopping the ledger",
+                child.name()
+            )
+            .into());
+        }
+        let cell = start_child(&myself, &state.shared, &state.listener, child).await?;
+        state.children[idx].1 = cell;
+        Ok(())
+    }
+}

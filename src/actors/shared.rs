@@ -1,0 +1,75 @@
+//! `Shared`: the handles every actor and request handler needs, built once at start-up.
+//!
+//! The two slots are how restarts stay invisible to callers: the StorageWriter publishes a
+//! weak sender to its current writer thread, the WatchRegistry its current hub. A caller
+//! loads the slot on each use, so after a restart it reaches the new incarnation; during
+//! one it gets UNAVAILABLE instead of a stale handle.
+
+use super::watch::WatchHub;
+use crate::error::LedgerError;
+use crate::model::Limits;
+use crate::storage::{Store, WriterMsg};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+pub struct Shared {
+    /// Prefix of every registered actor name, so several ledgers can share a process
+    /// (tests, in-process clusters) without their names colliding.
+    pub namespace: String,
+    pub store: Store,
+    pub limits: Limits,
+    /// Largest snapshot served or accepted, in bytes (also the gRPC message limit for Load).
+    pub snapshot_bytes_max: usize,
+    /// The current writer thread's queue; None while the StorageWriter restarts.
+    pub writer: ArcSwapOption<mpsc::WeakSender<WriterMsg>>,
+    /// The current WatchRegistry's hub.
+    pub watch_hub: ArcSwap<WatchHub>,
+    /// How long a ContextActor with nothing to do lives before it stops.
+    pub context_idle: Duration,
+    /// Becomes true when the server starts shutting down; watch streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub fn new(
+        namespace: String,
+        store: Store,
+        limits: Limits,
+        snapshot_bytes_max: usize,
+        context_idle: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            namespace,
+            store,
+            limits,
+            snapshot_bytes_max,
+            writer: ArcSwapOption::empty(),
+            watch_hub: ArcSwap::from_pointee(WatchHub::new()),
+            context_idle,
+            shutdown,
+        })
+    }
+
+    /// A sender to the current writer thread, or UNAVAILABLE while it restarts.
+    pub fn writer(&self) -> Result<mpsc::Sender<WriterMsg>, LedgerError> {
+        self.writer
+            .load()
+            .as_ref()
+            .and_then(|weak| weak.upgrade())
+            .ok_or_else(|| {
+                LedgerError::Unavailable("storage writer is restarting; retry".into())
+            })
+    }
+
+    /// The registered name of an actor of this ledger.
+    pub fn actor_name(&self, base: &str) -> String {
+        format!("{}/{base}", self.namespace)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

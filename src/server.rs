@@ -1,0 +1,131 @@
+//! The imperative shell of `serve`: bind the socket, open the store, start the supervision
+//! tree, and shut it down in order. Tests use it in-process on 127.0.0.1:0.
+
+use crate::actors::{LedgerSupervisor, LedgerSupervisorArgs, Shared};
+use crate::config::{Config, StorageConfig};
+use crate::storage::{DurabilityMode, Store};
+use ractor::{Actor, ActorRef};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started ledger.
+pub struct Ledger {
+    addr: SocketAddr,
+    mode: DurabilityMode,
+    shutdown: watch::Sender<bool>,
+    root: ActorRef<crate::actors::LedgerSupervisorMsg>,
+    root_done: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// Why the ledger could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot start the supervision tree: {0}")]
+    Tree(String),
+}
+
+static NAMESPACE: AtomicU64 = AtomicU64::new(1);
+
+impl Ledger {
+    /// Binds, opens storage and starts every actor; returns once the server accepts calls.
+    pub async fn start(config: &Config) -> Result<Ledger, StartError> {
+        let listener =
+            std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let store = match &config.storage {
+            StorageConfig::Memory => Store::open_memory()?,
+            StorageConfig::Dir { path, fsync } => {
+                let mode = if *fsync {
+                    DurabilityMode::Fsynced
+                } else {
+                    DurabilityMode::Written
+                };
+                Store::open_dir(path, mode)?
+            }
+        };
+        let mode = store.mode();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let namespace = format!("ledger{}", NAMESPACE.fetch_add(1, Ordering::Relaxed));
+        let shared = Shared::new(
+            namespace.clone(),
+            store,
+            config.limits,
+            config.snapshot_bytes_max,
+            config.context_idle,
+            shutdown_rx,
+        );
+        let (root, root_done) = Actor::spawn(
+            Some(format!("{namespace}/ledger_supervisor")),
+            LedgerSupervisor,
+            LedgerSupervisorArgs {
+                shared: shared.clone(),
+                listener: Arc::new(listener),
+            },
+        )
+        .await
+        .map_err(|e| StartError::Tree(e.to_string()))?;
+        Ok(Ledger {
+            addr,
+            mode,
+            shutdown,
+            root,
+            root_done,
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn durability(&self) -> DurabilityMode {
+        self.mode
+    }
+
+    /// The shared handles (tests use them to reach actors by name).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Resolves if the supervision tree stops on its own (its restart budget ran out).
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.root_done).await;
+    }
+
+    /// Ordered shutdown: stop accepting, drain calls, end watches with UNAVAILABLE, stop
+    /// contexts, then storage (final commit and sync).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self
+            .root
+            .call(
+                crate::actors::LedgerSupervisorMsg::Shutdown,
+                Some(std::time::Duration::from_secs(60)),
+            )
+            .await;
+        self.root.stop(Some("shutdown".into()));
+        let _ = self.root_done.await;
+    }
+}

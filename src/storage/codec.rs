@@ -1,0 +1,205 @@
+//! The byte layout of a stored entry value. Pure.
+//!
+//! The sequence lives in the key, so the value holds the rest. The content hash comes
+//! first, at a fixed offset, so Merkle proofs read a leaf without decoding the entry.
+//!
+//! ```text
+//! u8 format (=1) ‖ content_hash[32] ‖ u64be lamport_clock ‖ u64be appended_at_ns ‖
+//! u32be len ‖ id ‖ u32be len ‖ key ‖ u32be pairs ‖ (u32be len ‖ k ‖ u32be len ‖ v)* ‖
+//! u32be len ‖ payload
+//! ```
+
+use crate::model::{Entry, Hash, Metadata};
+use bytes::Bytes;
+
+const FORMAT_V1: u8 = 1;
+const HASH_START: usize = 1;
+const HASH_END: usize = HASH_START + 32;
+
+/// A stored value that does not decode: the store is corrupt (or written by a newer version).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stored entry value is corrupt: {0}")]
+pub struct CodecError(pub String);
+
+/// Encodes everything but the sequence (which is in the key).
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let meta_len: usize = e.metadata.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(
+        HASH_END + 16 + 12 + e.id.len() + e.key.len() + meta_len + 4 + e.payload.len(),
+    );
+    out.push(FORMAT_V1);
+    out.extend_from_slice(&e.content_hash);
+    out.extend_from_slice(&e.lamport_clock.to_be_bytes());
+    out.extend_from_slice(&e.appended_at_ns.to_be_bytes());
+    put_bytes(&mut out, e.id.as_bytes());
+    put_bytes(&mut out, e.key.as_bytes());
+    out.extend_from_slice(&(e.metadata.len() as u32).to_be_bytes());
+    for (k, v) in &e.metadata {
+        put_bytes(&mut out, k.as_bytes());
+        put_bytes(&mut out, v.as_bytes());
+    }
+    put_bytes(&mut out, &e.payload);
+    out
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// The content hash of a stored value, without decoding the rest.
+pub fn stored_content_hash(value: &[u8]) -> Result<Hash, CodecError> {
+    if value.first() != Some(&FORMAT_V1) || value.len() < HASH_END {
+        return Err(CodecError(format!(
+            "value of {} bytes has no format-1 header",
+            value.len()
+        )));
+    }
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&value[HASH_START..HASH_END]);
+    Ok(h)
+}
+
+/// The Lamport clock of a stored value, without decoding the rest.
+pub fn stored_lamport_clock(value: &[u8]) -> Result<u64, CodecError> {
+    stored_content_hash(value)?;
+    let mut r = Reader {
+        buf: value,
+        pos: HASH_END,
+    };
+    r.u64()
+}
+
+/// Decodes a stored value back into the entry with the given sequence.
+pub fn decode_entry(sequence: u64, value: &[u8]) -> Result<Entry, CodecError> {
+    let content_hash = stored_content_hash(value)?;
+    let mut r = Reader {
+        buf: value,
+        pos: HASH_END,
+    };
+    let lamport_clock = r.u64()?;
+    let appended_at_ns = r.u64()?;
+    let id = r.string("id")?;
+    let key = r.string("key")?;
+    let pairs = r.u32()? as usize;
+    let mut metadata = Metadata::new();
+    for _ in 0..pairs {
+        let k = r.string("metadata key")?;
+        let v = r.string("metadata value")?;
+        metadata.insert(k, v);
+    }
+    let payload = Bytes::copy_from_slice(r.bytes()?);
+    if r.pos != value.len() {
+        return Err(CodecError(format!(
+            "{} trailing bytes after entry {sequence}",
+            value.len() - r.pos
+        )));
+    }
+    Ok(Entry {
+        id,
+        key,
+        payload,
+        sequence,
+        appended_at_ns,
+        metadata,
+        lamport_clock,
+        content_hash,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| {
+                CodecError(format!(
+                    "needs {n} bytes at offset {} of {}",
+                    self.pos,
+                    self.buf.len()
+                ))
+            })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self, what: &str) -> Result<String, CodecError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| CodecError(format!("{what} is not UTF-8")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entry(key: &str, payload: &[u8], meta: &[(&str, &str)]) -> Entry {
+        Entry {
+            id: "0193-abc".into(),
+            key: key.into(),
+            payload: Bytes::copy_from_slice(payload),
+            sequence: 7,
+            appended_at_ns: 1_700_000_000_123_456_789,
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            lamport_clock: 42,
+            content_hash: [9; 32],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_fixed_offsets() {
+        let e = entry("facts", b"market_size: 2.4B", &[("step", "1"), ("", "")]);
+        let v = encode_entry(&e);
+        assert_eq!(decode_entry(7, &v).unwrap(), e);
+        assert_eq!(stored_content_hash(&v).unwrap(), [9; 32]);
+        assert_eq!(stored_lamport_clock(&v).unwrap(), 42);
+    }
+
+    #[test]
+    fn truncated_or_extended_values_are_errors_not_panics() {
+        let v = encode_entry(&entry("k", b"payload", &[("a", "b")]));
+        for cut in 0..v.len() {
+            assert!(decode_entry(1, &v[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = v.clone();
+        longer.push(0);
+        assert!(decode_entry(1, &longer).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(key in ".{0,20}", payload in proptest::collection::vec(any::<u8>(), 0..300),
+                       meta in proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..5),
+                       seq in 1u64.., clock in any::<u64>(), at in any::<u64>()) {
+            let e = Entry { id: "id".into(), key, payload: payload.into(), sequence: seq,
+                appended_at_ns: at, metadata: meta, lamport_clock: clock, content_hash: [3; 32] };
+            prop_assert_eq!(decode_entry(seq, &encode_entry(&e)).unwrap(), e);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(v in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_entry(1, &v);
+            let _ = stored_lamport_clock(&v);
+        }
+    }
+}

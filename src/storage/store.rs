@@ -1,0 +1,260 @@
+//! `Store`: the redb database and every read the ledger makes. Reads run on the caller's
+//! thread in their own read transaction (a consistent view), concurrently with the writer;
+//! no read goes through an actor. Writes go through `writer` only.
+
+use super::codec::{decode_entry, stored_content_hash, stored_lamport_clock, CodecError};
+use super::schema::{ENTRIES, IDEMPOTENCY, KEY_INDEX, LAYOUT_VERSION, MERKLE_NODES, META};
+use crate::error::LedgerError;
+use crate::integrity::merkle::{leaf_hash, Frontier, NodePos};
+use crate::integrity::proof::{frontier_at, NodeSource};
+use crate::model::{Entry, Hash};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use std::path::Path;
+use std::sync::Arc;
+
+/// How commits reach the disk. Chosen once at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityMode {
+    /// In memory only (`--memory`): nothing is written to any file.
+    Memory,
+    /// Committed and visible but not fsynced (`--durability none`); made durable in the
+    /// background about once a second and at shutdown.
+    Written,
+    /// fsync before every acknowledgement (the default), shared by group commit.
+    Fsynced,
+}
+
+/// An error from redb or from a stored value, mapped to `LedgerError::Internal` (or
+/// `DataLoss` for corrupt values) at the boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage: {0}")]
+    Redb(String),
+    #[error(transparent)]
+    Corrupt(#[from] CodecError),
+}
+
+macro_rules! redb_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self { StorageError::Redb(e.to_string()) }
+        }
+    )*};
+}
+redb_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<StorageError> for LedgerError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Corrupt(c) => LedgerError::DataLoss(c.to_string()),
+            StorageError::Redb(m) => LedgerError::Internal(m),
+        }
+    }
+}
+
+/// What a context's single writer needs to continue appending: rebuilt from storage in
+/// O(log n) reads when a ContextActor starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub sequence: u64,
+    pub lamport_clock: u64,
+    pub frontier: Frontier,
+}
+
+/// The shared handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    mode: DurabilityMode,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/ledger.redb`. Fails if another process holds it.
+    pub fn open_dir(dir: &Path, mode: DurabilityMode) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::Redb(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("ledger.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StorageError::Redb(format!("cannot open {}: {e}", path.display())))?;
+        Self::init(db, mode)
+    }
+
+    /// A store that lives in memory and writes no file.
+    pub fn open_memory() -> Result<Self, StorageError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::init(db, DurabilityMode::Memory)
+    }
+
+    fn init(db: Database, mode: DurabilityMode) -> Result<Self, StorageError> {
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("layout")?.map(|v| v.value().to_vec());
+            match found {
+                None => {
+                    meta.insert("layout", LAYOUT_VERSION)?;
+                }
+                Some(v) if v == LAYOUT_VERSION => {}
+                Some(v) => {
+                    return Err(StorageError::Redb(format!(
+                        "data dir holds layout {:?}; this build reads {:?}",
+                        String::from_utf8_lossy(&v),
+                        String::from_utf8_lossy(LAYOUT_VERSION)
+                    )))
+                }
+            }
+            // Create every table so read transactions never meet a missing one.
+            txn.open_table(ENTRIES)?;
+            txn.open_table(KEY_INDEX)?;
+            txn.open_table(MERKLE_NODES)?;
+            txn.open_table(IDEMPOTENCY)?;
+        }
+        txn.commit()?;
+        Ok(Store {
+            db: Arc::new(db),
+            mode,
+        })
+    }
+
+    pub fn mode(&self) -> DurabilityMode {
+        self.mode
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A consistent view for several reads.
+    pub fn reader(&self) -> Result<StoreReader, StorageError> {
+        Ok(StoreReader {
+            txn: self.db.begin_read()?,
+        })
+    }
+}
+
+/// Reads within one read transaction: everything it returns describes the same instant.
+pub struct StoreReader {
+    txn: ReadTransaction,
+}
+
+impl StoreReader {
+    /// The latest sequence of a context (0 when it has no entries).
+    pub fn latest_sequence(&self, ctx: &str) -> Result<u64, StorageError> {
+        let t = self.txn.open_table(ENTRIES)?;
+        let last = t.range((ctx, 0u64)..=(ctx, u64::MAX))?.next_back();
+        Ok(match last {
+            Some(r) => r?.0.value().1,
+            None => 0,
+        })
+    }
+
+    /// The head a ContextActor continues from: O(log n) reads.
+    pub fn head(&self, ctx: &str) -> Result<Head, StorageError> {
+        let t = self.txn.open_table(ENTRIES)?;
+        let last = t.range((ctx, 0u64)..=(ctx, u64::MAX))?.next_back();
+        let (sequence, lamport_clock) = match last {
+            Some(r) => {
+                let (k, v) = r?;
+                (k.value().1, stored_lamport_clock(v.value())?)
+            }
+            None => (0, 0),
+        };
+        let frontier = frontier_at(&self.nodes(ctx), sequence)?;
+        Ok(Head {
+            sequence,
+            lamport_clock,
+            frontier,
+        })
+    }
+
+    /// One entry, if it exists.
+    pub fn entry(&self, ctx: &str, sequence: u64) -> Result<Option<Entry>, StorageError> {
+        let t = self.txn.open_table(ENTRIES)?;
+        let v = t.get((ctx, sequence))?;
+        Ok(match v {
+            Some(v) => Some(decode_entry(sequence, v.value())?),
+            None => None,
+        })
+    }
+
+    /// Up to `limit` entries (0 = no limit) with sequence > `after`, in ascending order;
+    /// with a key, only that key's entries (through the key index).
+    pub fn entries_after(
+        &self,
+        ctx: &str,
+        key: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let start = after.saturating_add(1);
+        let entries = self.txn.open_table(ENTRIES)?;
+        let mut out = Vec::new();
+        match key {
+            None => {
+                for r in entries.range((ctx, start)..=(ctx, u64::MAX))?.take(limit) {
+                    let (k, v) = r?;
+                    out.push(decode_entry(k.value().1, v.value())?);
+                }
+            }
+            Some(key) => {
+                let index = self.txn.open_table(KEY_INDEX)?;
+                for r in index.range((ctx, key, start)..=(ctx, key, u64::MAX))?.take(limit) {
+                    let seq = r?.0.value().2;
+                    let v = entries.get((ctx, seq))?.ok_or_else(|| {
+                        CodecError(format!("key index names missing entry {seq}"))
+                    })?;
+                    out.push(decode_entry(seq, v.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sequence an idempotency key created, if any.
+    pub fn idempotent_sequence(&self, ctx: &str, key: &str) -> Result<Option<u64>, StorageError> {
+        let t = self.txn.open_table(IDEMPOTENCY)?;
+        Ok(t.get((ctx, key))?.map(|v| v.value()))
+    }
+
+    /// The Merkle nodes of a context, for roots and proofs at any size.
+    pub fn nodes<'a>(&'a self, ctx: &'a str) -> ContextNodes<'a> {
+        ContextNodes { reader: self, ctx }
+    }
+}
+
+/// A `NodeSource` over one context in one read transaction: leaves from ENTRIES (the
+/// content hash at its fixed offset), complete subtrees from MERKLE_NODES.
+pub struct ContextNodes<'a> {
+    reader: &'a StoreReader,
+    ctx: &'a str,
+}
+
+impl NodeSource for ContextNodes<'_> {
+    type Error = StorageError;
+
+    fn node(&self, pos: NodePos) -> Result<Hash, StorageError> {
+        if pos.level == 0 {
+            let t = self.reader.txn.open_table(ENTRIES)?;
+            let seq = pos.index + 1;
+            let v = t
+                .get((self.ctx, seq))?
+                .ok_or_else(|| CodecError(format!("merkle leaf {seq} has no entry")))?;
+            return Ok(leaf_hash(&stored_content_hash(v.value())?));
+        }
+        let t = self.reader.txn.open_table(MERKLE_NODES)?;
+        let v = t
+            .get((self.ctx, pos.level, pos.index))?
+            .ok_or_else(|| CodecError(format!("merkle node {pos:?} is missing")))?;
+        Ok(*v.value())
+    }
+}

@@ -1,0 +1,252 @@
+//! Group commit: the only code that writes to redb.
+//!
+//! One thread owns the write side. It blocks for the first pending `WriteOp`, takes every
+//! other op already queued (up to a bound), and commits them all in one transaction: one
+//! fsync shared by every append that arrived while the previous commit was in flight,
+//! across contexts. Throughput therefore grows with concurrency instead of being capped at
+//! one fsync per append.
+//!
+//! After the commit each op's `on_done` runs, in queue order, on this thread: it replies to
+//! the client and publishes to watchers, so per context, publication follows sequence order.
+//!
+//! **Invariant:** an op is written only if it continues its context exactly (its first
+//! sequence is one past the stored latest). A ContextActor that was restarted, or whose
+//! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
+
+use super::codec::encode_entry;
+use super::schema::{ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES};
+use super::store::{DurabilityMode, StorageError, Store};
+use crate::error::LedgerError;
+use crate::integrity::merkle::NodePos;
+use crate::model::{Entry, Hash};
+use redb::{Durability, ReadableTable};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Ops queued for the writer before senders wait: bounds memory and applies backpressure
+/// to ContextActors (and so to clients) when the disk cannot keep up.
+pub const WRITE_QUEUE_OPS_MAX: usize = 4096;
+/// Ops in one commit: bounds the time one transaction holds the write lock.
+pub const BATCH_OPS_MAX: usize = 1024;
+/// Payload bytes in one commit (a single larger op still commits alone).
+pub const BATCH_BYTES_MAX: usize = 16 << 20;
+/// With `--durability none`, how often unsynced commits are made durable.
+pub const BACKGROUND_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The outcome reported to an op's `on_done`.
+pub type CommitResult = Result<DurabilityMode, LedgerError>;
+
+/// One context's contiguous run of new entries, written atomically.
+pub struct WriteOp {
+    pub context_id: Arc<str>,
+    /// The context's latest stored sequence this op continues from.
+    pub expect_prev: u64,
+    /// Consecutive entries, sequences expect_prev+1 ...
+    pub entries: Vec<Entry>,
+    /// Complete Merkle subtrees (level ≥ 1) these entries completed.
+    pub nodes: Vec<(NodePos, Hash)>,
+    /// (idempotency key, sequence) pairs to remember.
+    pub idempotency: Vec<(String, u64)>,
+    /// Runs exactly once on the writer thread after the commit (or its failure), and gets
+    /// the op's entries back. Must not block. If the op is dropped unfinished (the writer
+    /// died), it runs with UNAVAILABLE: a caller is never left without an answer.
+    pub on_done: Option<OnDone>,
+}
+
+/// The completion callback of a `WriteOp`.
+pub type OnDone = Box<dyn FnOnce(CommitResult, Vec<Entry>) + Send>;
+
+impl WriteOp {
+    fn complete(mut self, result: CommitResult) {
+        if let Some(f) = self.on_done.take() {
+            let entries = std::mem::take(&mut self.entries);
+            // A panicking callback must not keep the others in the batch from answering.
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                f(result, entries)
+            })) {
+                tracing::error!(panic = %panic_message(&p), "write completion panicked");
+            }
+        }
+    }
+}
+
+impl Drop for WriteOp {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_done.take() {
+            let entries = std::mem::take(&mut self.entries);
+            f(
+                Err(LedgerError::Unavailable(
+                    "the storage writer stopped before committing this write; nothing was written"
+                        .into(),
+                )),
+                entries,
+            );
+        }
+    }
+}
+
+/// Requests the writer thread accepts.
+pub enum WriterMsg {
+    Write(WriteOp),
+    /// Make every earlier commit durable now (used by the background sync and at shutdown).
+    Sync,
+}
+
+/// Starts the writer thread. It runs until every sender is dropped, then drains the queue,
+/// makes everything durable and exits. `on_exit` runs last, on that thread, with the
+/// reason (Ok on a clean drain).
+pub fn spawn_writer(
+    store: Store,
+    on_exit: impl FnOnce(Result<(), String>) + Send + 'static,
+) -> std::io::Result<(mpsc::Sender<WriterMsg>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE_OPS_MAX);
+    let handle = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&store, rx);
+            }));
+            on_exit(outcome.map_err(|p| panic_message(&p)));
+        })?;
+    Ok((tx, handle))
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "writer thread panicked".into())
+}
+
+fn run(store: &Store, mut rx: mpsc::Receiver<WriterMsg>) {
+    let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH_OPS_MAX);
+    let mut unsynced = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut sync_requested = false;
+        let mut bytes = 0usize;
+        let mut push = |msg: WriterMsg, batch: &mut Vec<WriteOp>, bytes: &mut usize| match msg {
+            WriterMsg::Write(op) => {
+                *bytes += op.entries.iter().map(|e| e.payload.len()).sum::<usize>();
+                batch.push(op);
+            }
+            WriterMsg::Sync => sync_requested = true,
+        };
+        push(first, &mut batch, &mut bytes);
+        while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(msg) => push(msg, &mut batch, &mut bytes),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(store, &mut batch);
+            unsynced |= store.mode() == DurabilityMode::Written;
+        }
+        if sync_requested && unsynced {
+            match sync(store) {
+                Ok(()) => unsynced = false,
+                Err(e) => tracing::error!(error = %e, "background sync failed"),
+            }
+        }
+    }
+    if unsynced {
+        match sync(store) {
+            Ok(()) => tracing::info!("final sync done: every committed entry is on disk"),
+            Err(e) => tracing::error!(error = %e, "final sync failed"),
+        }
+    }
+}
+
+/// An empty durable commit: redb makes every earlier non-durable commit durable with it.
+fn sync(store: &Store) -> Result<(), StorageError> {
+    let mut txn = store.database().begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
+    let started = Instant::now();
+    let ops = batch.len();
+    let mut outcomes: Vec<Result<(), LedgerError>> = Vec::with_capacity(ops);
+    let committed = write_batch(store, batch, &mut outcomes);
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    match committed {
+        Ok(()) => {
+            tracing::trace!(ops, elapsed_us, "batch committed");
+            for (op, outcome) in batch.drain(..).zip(outcomes) {
+                op.complete(outcome.map(|()| store.mode()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(ops, error = %e, "batch commit failed; every op in it fails");
+            for op in batch.drain(..) {
+                op.complete(Err(LedgerError::Unavailable(format!(
+                    "commit failed, nothing was written: {e}"
+                ))));
+            }
+        }
+    }
+}
+
+/// Writes every op that continues its context, records a per-op outcome, and commits.
+fn write_batch(
+    store: &Store,
+    batch: &[WriteOp],
+    outcomes: &mut Vec<Result<(), LedgerError>>,
+) -> Result<(), StorageError> {
+    let mut txn = store.database().begin_write()?;
+    let durability = match store.mode() {
+        DurabilityMode::Fsynced => Durability::Immediate,
+        DurabilityMode::Written | DurabilityMode::Memory => Durability::None,
+    };
+    txn.set_durability(durability)?;
+    {
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut key_index = txn.open_table(KEY_INDEX)?;
+        let mut nodes = txn.open_table(MERKLE_NODES)?;
+        let mut idem = txn.open_table(IDEMPOTENCY)?;
+        // Latest sequence per context as this transaction goes, so ops of one context in
+        // one batch chain without re-reading.
+        let mut latest: HashMap<&str, u64> = HashMap::new();
+        for op in batch {
+            let ctx: &str = &op.context_id;
+            let stored = match latest.get(ctx) {
+                Some(&s) => s,
+                None => match entries.range((ctx, 0u64)..=(ctx, u64::MAX))?.next_back() {
+                    Some(r) => r?.0.value().1,
+                    None => 0,
+                },
+            };
+            if stored != op.expect_prev {
+                tracing::warn!(context = ctx, stored, expected = op.expect_prev,
+                    "write does not continue its context; refused (its ContextActor will rebuild)");
+                outcomes.push(Err(LedgerError::Unavailable(format!(
+                    "context {ctx:?} moved on (stored sequence {stored}, writer expected {}); retry",
+                    op.expect_prev
+                ))));
+                latest.insert(ctx, stored);
+                continue;
+            }
+            let mut seq = op.expect_prev;
+            for e in &op.entries {
+                debug_assert_eq!(e.sequence, seq + 1, "entries of an op are consecutive");
+                seq = e.sequence;
+                entries.insert((ctx, e.sequence), encode_entry(e).as_slice())?;
+                key_index.insert((ctx, e.key.as_str(), e.sequence), ())?;
+            }
+            for (pos, hash) in &op.nodes {
+                nodes.insert((ctx, pos.level, pos.index), hash)?;
+            }
+            for (key, seq) in &op.idempotency {
+                idem.insert((ctx, key.as_str()), *seq)?;
+            }
+            latest.insert(ctx, seq);
+            outcomes.push(Ok(()));
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

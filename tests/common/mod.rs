@@ -1,0 +1,68 @@
+//! Shared test helpers: a real server on a free 127.0.0.1 port, a real gRPC client.
+#![allow(dead_code)]
+
+use converge_ledger::client::LedgerClient;
+use converge_ledger::config::{Config, StorageConfig};
+use converge_ledger::integrity::canonical::entry_content_hash;
+use converge_ledger::integrity::merkle::leaf_hash;
+use converge_ledger::integrity::proof::MemoryTree;
+use converge_ledger::model::Hash;
+use converge_ledger::proto;
+use converge_ledger::server::Ledger;
+use std::path::Path;
+use std::time::Duration;
+
+pub async fn start(config: Config) -> (Ledger, LedgerClient) {
+    let ledger = Ledger::start(&config).await.expect("ledger starts");
+    let client = converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
+        .await
+        .expect("ledger ready");
+    (ledger, client)
+}
+
+pub async fn start_memory() -> (Ledger, LedgerClient) {
+    start(Config::for_test()).await
+}
+
+pub fn dir_config(dir: &Path) -> Config {
+    Config {
+        storage: StorageConfig::Dir {
+            path: dir.to_path_buf(),
+            fsync: true,
+        },
+        ..Config::for_test()
+    }
+}
+
+pub fn append_req(ctx: &str, key: &str, payload: &str) -> proto::AppendRequest {
+    proto::AppendRequest {
+        context_id: ctx.into(),
+        key: key.into(),
+        payload: payload.as_bytes().to_vec().into(),
+        ..Default::default()
+    }
+}
+
+pub fn model_entry(e: &proto::Entry) -> converge_ledger::model::Entry {
+    converge_ledger::api::entry_from_proto(e.clone()).expect("32-byte content hash")
+}
+
+/// The RFC 9162 root over these entries, computed by the client from content hashes.
+pub fn root_of(entries: &[proto::Entry]) -> Hash {
+    let leaves = entries
+        .iter()
+        .map(|e| leaf_hash(&model_entry(e).content_hash))
+        .collect();
+    MemoryTree::new(leaves).root()
+}
+
+/// Recomputes an entry's content hash from its fields, as any client can.
+pub fn recomputed_hash(ctx: &str, e: &proto::Entry) -> Hash {
+    entry_content_hash(ctx, &model_entry(e))
+}
+
+pub mod process;
+
+pub fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> tonic::Code {
+    r.expect_err("expected an error").code()
+}
