@@ -1,6 +1,7 @@
 //! `converge-ledger`: the server (`serve`) and its client commands in one binary.
 
 use clap::{Parser, Subcommand};
+use converge_ledger::cli::{run_client, ClientCommand};
 use converge_ledger::config::{Config, ServeArgs, StorageConfig};
 use converge_ledger::server::Ledger;
 use converge_ledger::storage::DurabilityMode;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the ledger server.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 fn init_tracing(filter: &str) -> Result<(), String> {
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Client(cmd) => run_client(cmd).await,
         }
     })
 }

@@ -398,7 +398,8 @@ async fn health_and_reflection_are_served() {
     use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
     let (ledger, c) = start_memory().await;
     assert!(c.health_serving().await.unwrap());
-    let mut refl = ServerReflectionClient::connect(ledger.url()).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(ledger.url()).unwrap().connect().await.unwrap();
+    let mut refl = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut resp = refl.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
     let MessageResponse::ListServicesResponse(list) = resp.next().await.unwrap().unwrap().message_response.unwrap() else { panic!("list") };

@@ -12,7 +12,18 @@ use converge_ledger::server::Ledger;
 use std::path::Path;
 use std::time::Duration;
 
+/// Logs to the test output when TEST_LOG is set (e.g. TEST_LOG=debug).
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn start(config: Config) -> (Ledger, LedgerClient) {
+    init_logs();
     let ledger = Ledger::start(&config).await.expect("ledger starts");
     let client = converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
         .await

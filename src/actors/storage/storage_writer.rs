@@ -29,6 +29,9 @@ pub struct StorageWriterState {
     shared: Arc<Shared>,
     /// The only strong sender: dropping it lets the writer thread drain and exit.
     tx: Option<mpsc::Sender<WriterMsg>>,
+    /// What this incarnation published in `Shared::writer`; retracted only if still there,
+    /// so a late drop of a killed incarnation cannot hide its successor.
+    published: Arc<mpsc::WeakSender<WriterMsg>>,
     /// Joined on a clean stop, so shutdown waits for the final drain and sync.
     join: Option<std::thread::JoinHandle<()>>,
 }
@@ -47,7 +50,8 @@ impl Actor for StorageWriter {
         let (tx, join) = spawn_writer(shared.store.clone(), move |outcome| {
             let _ = me.cast(StorageWriterMsg::ThreadExited(outcome));
         })?;
-        shared.writer.store(Some(Arc::new(tx.downgrade())));
+        let published = Arc::new(tx.downgrade());
+        shared.writer.store(Some(published.clone()));
         if shared.store.mode() == crate::storage::DurabilityMode::Written {
             myself.send_interval(crate::storage::writer::BACKGROUND_SYNC_INTERVAL, || {
                 StorageWriterMsg::Sync
@@ -57,6 +61,7 @@ impl Actor for StorageWriter {
         Ok(StorageWriterState {
             shared,
             tx: Some(tx),
+            published,
             join: Some(join),
         })
     }
@@ -89,7 +94,7 @@ impl Actor for StorageWriter {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.shared.writer.store(None);
+        state.retract();
         state.tx.take();
         if let Some(join) = state.join.take() {
             // Every queued op is committed (and made durable) before this returns.
@@ -99,12 +104,26 @@ impl Actor for StorageWriter {
     }
 }
 
+impl StorageWriterState {
+    fn retract(&self) {
+        let current = self.shared.writer.load();
+        if current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &self.published))
+        {
+            self.shared
+                .writer
+                .compare_and_swap(&current, None::<Arc<mpsc::WeakSender<WriterMsg>>>);
+        }
+    }
+}
+
 impl Drop for StorageWriterState {
     fn drop(&mut self) {
         // Also on a kill, when post_stop does not run: retract the handle so callers get
         // UNAVAILABLE rather than a sender to a draining thread.
         if self.tx.take().is_some() {
-            self.shared.writer.store(None);
+            self.retract();
         }
     }
 }
