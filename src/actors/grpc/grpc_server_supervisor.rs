@@ -52,7 +52,16 @@ impl Actor for GrpcServerSupervisor {
         let mut shutdown = args.shared.shutdown.clone();
         let me = myself.clone();
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Our own listener, so tonic's tcp_nodelay setting does not reach these
+            // sockets: set it per connection, or Nagle adds ~40 ms to small replies.
+            let incoming = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    conn.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                },
+            );
             let result = router
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = shutdown.wait_for(|stop| *stop).await;
