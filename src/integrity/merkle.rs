@@ -50,13 +50,6 @@ pub struct NodePos {
     pub index: u64,
 }
 
-impl NodePos {
-    /// The first leaf this subtree covers. Precondition: the subtree lies within u64 leaves.
-    pub fn first_leaf(&self) -> u64 {
-        self.index << self.level
-    }
-}
-
 /// The complete subtrees whose right fold is the root of a tree of `size` leaves: one per
 /// set bit of `size`, highest level first, left to right. Example: size 6 → `[(2,0), (1,2)]`.
 pub fn frontier_positions(size: u64) -> Vec<NodePos> {

@@ -26,7 +26,6 @@ pub trait NodeSource {
 
 /// The largest power of two strictly smaller than `n`. Precondition: `n > 1`.
 fn split_point(n: u64) -> u64 {
-    debug_assert!(n > 1);
     1u64 << (63 - (n - 1).leading_zeros())
 }
 
@@ -34,7 +33,6 @@ fn split_point(n: u64) -> u64 {
 /// power of two >= `len` (true of every range the RFC recursion visits): the right fold of
 /// its complete subtrees. One read per set bit of `len`. Precondition: `len > 0`.
 fn range_root<S: NodeSource>(src: &S, start: u64, len: u64) -> Result<Hash, S::Error> {
-    debug_assert!(len > 0);
     let mut nodes = Vec::with_capacity(len.count_ones() as usize);
     for pos in frontier_positions(len) {
         nodes.push(src.node(NodePos {
@@ -148,6 +146,12 @@ pub enum ProofError {
     FirstRootMismatch { expected: Hash, computed: Hash },
     #[error("second root mismatch: the proof leads to {}, expected {}", hex::encode(.computed), hex::encode(.expected))]
     SecondRootMismatch { expected: Hash, computed: Hash },
+    #[error("both trees have size {size} but their roots differ: {} and {}", hex::encode(.first_root), hex::encode(.second_root))]
+    EqualSizesDifferentRoots {
+        size: u64,
+        first_root: Hash,
+        second_root: Hash,
+    },
 }
 
 /// The length of `PATH(leaf_index, D[tree_size])`. Precondition: `leaf_index < tree_size`.
@@ -260,9 +264,10 @@ pub fn verify_consistency(
             });
         }
         if first_root != second_root {
-            return Err(ProofError::SecondRootMismatch {
-                expected: *second_root,
-                computed: *first_root,
+            return Err(ProofError::EqualSizesDifferentRoots {
+                size: first,
+                first_root: *first_root,
+                second_root: *second_root,
             });
         }
         return Ok(());

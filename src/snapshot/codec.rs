@@ -172,11 +172,13 @@ struct VersionProbe {
     version: u64,
 }
 
-fn hash32(what: &str, bytes: Vec<u8>) -> Result<Hash, SnapshotError> {
+/// A 32-byte hash from a byte string; `what` names it in the error (built only on error).
+fn hash32(bytes: Vec<u8>, what: impl FnOnce() -> String) -> Result<Hash, SnapshotError> {
     let len = bytes.len();
     Hash::try_from(bytes).map_err(|_| {
         SnapshotError::invalid(format!(
-            "invalid snapshot: {what} is {len} bytes, expected 32"
+            "invalid snapshot: {} is {len} bytes, expected 32",
+            what()
         ))
     })
 }
@@ -238,12 +240,14 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
             raw.entries.len()
         )));
     }
-    let merkle_root = hash32("merkle_root", raw.merkle_root.0)?;
+    let merkle_root = hash32(raw.merkle_root.0, || "merkle_root".into())?;
     let mut entries = Vec::with_capacity(raw.entries.len());
     for (i, e) in raw.entries.into_iter().enumerate() {
-        let what = format!("content_hash of entry {i} (sequence {})", e.sequence);
+        let sequence = e.sequence;
         entries.push(Entry {
-            content_hash: hash32(&what, e.content_hash.0)?,
+            content_hash: hash32(e.content_hash.0, || {
+                format!("content_hash of entry {i} (sequence {sequence})")
+            })?,
             id: e.id,
             key: e.key,
             payload: Bytes::from(e.payload.0),
