@@ -88,16 +88,18 @@ pub fn status_line(status: &tonic::Status) -> String {
         code as i32,
         status.message()
     );
-    if let Some(source) = std::error::Error::source(status) {
-        let cause = error_chain(source);
-        if !status.message().contains(&cause) {
-            line.push_str(if status.message().is_empty() {
-                ""
-            } else {
-                ": "
-            });
-            line.push_str(&cause);
+    // Each cause in the chain that the message (or an earlier cause) does not already say.
+    let mut cur = std::error::Error::source(status);
+    while let Some(cause) = cur {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(if line.ends_with(": ") { "" } else { ": " });
+            line.push_str(&text);
         }
+        cur = cause.source();
+    }
+    if line.ends_with(": ") {
+        line.push_str("(no message)");
     }
     line
 }
@@ -116,6 +118,30 @@ mod tests {
         assert_eq!(
             ClientError::from(Status::unimplemented("later")).to_string(),
             "UNIMPLEMENTED (12): later"
+        );
+    }
+
+    #[test]
+    fn status_line_adds_only_new_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error reading a body from connection")]
+        struct Body(#[source] std::io::Error);
+        let mut s = Status::unknown("h2 protocol error: error reading a body from connection");
+        s.set_source(std::sync::Arc::new(Body(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        ))));
+        assert_eq!(
+            status_line(&s),
+            "UNKNOWN (2): h2 protocol error: error reading a body from connection: \
+             stream closed because of a broken pipe"
+        );
+        let mut s = Status::unavailable("");
+        s.set_source(std::sync::Arc::new(std::io::Error::other("refused")));
+        assert_eq!(status_line(&s), "UNAVAILABLE (14): refused");
+        assert_eq!(
+            status_line(&Status::internal("")),
+            "INTERNAL (13): (no message)"
         );
     }
 
