@@ -175,7 +175,10 @@ mod tests {
 
     #[test]
     fn grpc_port_sets_the_default_address_port_and_listen_wins() {
-        assert_eq!(parse(&["--grpc-port", "6000"]).unwrap().listen.to_string(), "127.0.0.1:6000");
+        assert_eq!(
+            parse(&["--grpc-port", "6000"]).unwrap().listen.to_string(),
+            "127.0.0.1:6000"
+        );
         let c = parse(&["--grpc-port", "6000", "--listen", "0.0.0.0:7000"]).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
     }
@@ -195,7 +198,9 @@ mod tests {
 
     #[test]
     fn invalid_values_name_themselves() {
-        let e = parse(&["--max-payload-bytes", "0"]).unwrap_err().to_string();
+        let e = parse(&["--max-payload-bytes", "0"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--max-payload-bytes is 0"), "{e}");
         let e = parse(&["--max-payload-bytes", "100", "--max-snapshot-bytes", "10"])
             .unwrap_err()

@@ -49,7 +49,11 @@ async fn watcher(c: LedgerClient, ctx: String) -> (Vec<u64>, usize) {
     while (seen.len() as u64) < APPENDS_PER_CONTEXT {
         let from = seen.last().copied().unwrap_or(0);
         let mut s = match c
-            .watch(proto::WatchRequest { context_id: ctx.clone(), from_sequence: from, ..Default::default() })
+            .watch(proto::WatchRequest {
+                context_id: ctx.clone(),
+                from_sequence: from,
+                ..Default::default()
+            })
             .await
         {
             Ok(s) => s,
@@ -59,7 +63,10 @@ async fn watcher(c: LedgerClient, ctx: String) -> (Vec<u64>, usize) {
             }
             Err(e) => panic!("{e:?}"),
         };
-        while let Some(ev) = tokio::time::timeout(Duration::from_secs(60), s.next()).await.expect("watch stalled") {
+        while let Some(ev) = tokio::time::timeout(Duration::from_secs(60), s.next())
+            .await
+            .expect("watch stalled")
+        {
             match ev {
                 Ok(ev) => seen.push(ev.entry.unwrap().sequence),
                 Err(e) => {
@@ -77,7 +84,7 @@ async fn watcher(c: LedgerClient, ctx: String) -> (Vec<u64>, usize) {
 }
 
 fn kill(name: &str) -> bool {
-    match ractor::registry::where_is(name.to_string()) {
+    match ractor::registry::where_is(name) {
         Some(cell) => {
             cell.kill();
             true
@@ -126,24 +133,49 @@ async fn killing_actors_loses_nothing_and_clients_recover() {
     }
     stop.store(true, Ordering::Relaxed);
     let kills = chaos.await.unwrap();
-    assert!(kills.iter().all(|&k| k > 0), "every kind of actor was killed at least once: {kills:?}");
+    assert!(
+        kills.iter().all(|&k| k > 0),
+        "every kind of actor was killed at least once: {kills:?}"
+    );
 
     for (i, entries) in acked.iter().enumerate() {
         let ctx = format!("chaos-{i}");
         let stored = c.read_all(&ctx).await.unwrap();
-        assert_eq!(stored.len() as u64, APPENDS_PER_CONTEXT, "{ctx}: exactly one entry per item");
+        assert_eq!(
+            stored.len() as u64,
+            APPENDS_PER_CONTEXT,
+            "{ctx}: exactly one entry per item"
+        );
         for (n, e) in stored.iter().enumerate() {
             assert_eq!(e.sequence, n as u64 + 1);
-            assert_eq!(e.payload, format!("item {n}").into_bytes(), "{ctx}: items in order, once each");
+            assert_eq!(
+                e.payload,
+                format!("item {n}").into_bytes(),
+                "{ctx}: items in order, once each"
+            );
         }
         for a in entries {
-            assert_eq!(&stored[a.sequence as usize - 1], a, "{ctx}: acknowledged entry changed or lost");
+            assert_eq!(
+                &stored[a.sequence as usize - 1],
+                a,
+                "{ctx}: acknowledged entry changed or lost"
+            );
         }
-        assert_eq!(&c.get_after(&ctx, 0, 1).await.unwrap().merkle_root[..], &root_of(&stored)[..]);
+        assert_eq!(
+            &c.get_after(&ctx, 0, 1).await.unwrap().merkle_root[..],
+            &root_of(&stored)[..]
+        );
     }
     for w in watchers {
-        let (seen, _resumes) = tokio::time::timeout(Duration::from_secs(60), w).await.expect("watcher finished").unwrap();
-        assert_eq!(seen, (1..=APPENDS_PER_CONTEXT).collect::<Vec<_>>(), "watcher saw a gap or duplicate");
+        let (seen, _resumes) = tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("watcher finished")
+            .unwrap();
+        assert_eq!(
+            seen,
+            (1..=APPENDS_PER_CONTEXT).collect::<Vec<_>>(),
+            "watcher saw a gap or duplicate"
+        );
     }
     // Appends work after the chaos.
     c.append(append_req("chaos-0", "k", "after")).await.unwrap();

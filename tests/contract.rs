@@ -19,10 +19,16 @@ async fn append_assigns_contiguous_sequences_ids_clocks_and_hashes() {
         .as_nanos() as u64;
     let mut ids = HashSet::new();
     for i in 1..=5u64 {
-        let r = c.append(append_req("ctx-a", "facts", &format!("p{i}"))).await.unwrap();
+        let r = c
+            .append(append_req("ctx-a", "facts", &format!("p{i}")))
+            .await
+            .unwrap();
         let e = r.entry.unwrap();
         assert_eq!(e.sequence, i);
-        assert_eq!(e.lamport_clock, i, "no received clock: clock = previous + 1");
+        assert_eq!(
+            e.lamport_clock, i,
+            "no received clock: clock = previous + 1"
+        );
         assert!(!e.id.is_empty());
         assert!(ids.insert(e.id.clone()), "ids are unique");
         assert!(e.appended_at_ns >= before);
@@ -32,7 +38,12 @@ async fn append_assigns_contiguous_sequences_ids_clocks_and_hashes() {
         assert_eq!(r.durability, Durability::Memory as i32);
     }
     // Another context has its own sequence.
-    let e = c.append(append_req("ctx-b", "k", "x")).await.unwrap().entry.unwrap();
+    let e = c
+        .append(append_req("ctx-b", "k", "x"))
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
     assert_eq!(e.sequence, 1);
     ledger.shutdown().await;
 }
@@ -42,11 +53,30 @@ async fn lamport_clock_honours_received_clock() {
     let (ledger, c) = start_memory().await;
     let mut req = append_req("lc", "k", "a");
     req.received_lamport_clock = 10;
-    assert_eq!(c.append(req.clone()).await.unwrap().entry.unwrap().lamport_clock, 11);
+    assert_eq!(
+        c.append(req.clone())
+            .await
+            .unwrap()
+            .entry
+            .unwrap()
+            .lamport_clock,
+        11
+    );
     req.received_lamport_clock = 3; // lower than current: max(11, 3) + 1
-    assert_eq!(c.append(req.clone()).await.unwrap().entry.unwrap().lamport_clock, 12);
+    assert_eq!(
+        c.append(req.clone())
+            .await
+            .unwrap()
+            .entry
+            .unwrap()
+            .lamport_clock,
+        12
+    );
     req.received_lamport_clock = 0; // none
-    assert_eq!(c.append(req).await.unwrap().entry.unwrap().lamport_clock, 13);
+    assert_eq!(
+        c.append(req).await.unwrap().entry.unwrap().lamport_clock,
+        13
+    );
     ledger.shutdown().await;
 }
 
@@ -58,30 +88,62 @@ async fn get_on_empty_context_and_filters() {
     assert_eq!(r.latest_sequence, 0);
     assert_eq!(&r.merkle_root[..], &empty_root()[..]);
 
-    for (k, p) in [("facts", "1"), ("intents", "2"), ("facts", "3"), ("traces", "4"), ("facts", "5")] {
+    for (k, p) in [
+        ("facts", "1"),
+        ("intents", "2"),
+        ("facts", "3"),
+        ("traces", "4"),
+        ("facts", "5"),
+    ] {
         c.append(append_req("g", k, p)).await.unwrap();
     }
     let all = c.get_after("g", 0, 0).await.unwrap();
-    assert_eq!(all.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        all.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
     assert_eq!(&all.merkle_root[..], &root_of(&all.entries)[..]);
 
     let r = c.get_after("g", 2, 2).await.unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [3, 4]
+    );
     assert_eq!(r.latest_sequence, 5, "latest describes the whole context");
-    assert_eq!(r.merkle_root, all.merkle_root, "root describes the whole context");
+    assert_eq!(
+        r.merkle_root, all.merkle_root,
+        "root describes the whole context"
+    );
 
     let r = c
-        .get(proto::GetRequest { context_id: "g".into(), key: "facts".into(), after_sequence: 1, limit: 1 })
+        .get(proto::GetRequest {
+            context_id: "g".into(),
+            key: "facts".into(),
+            after_sequence: 1,
+            limit: 1,
+        })
         .await
         .unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), [3], "oldest match first");
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [3],
+        "oldest match first"
+    );
     assert_eq!(r.latest_sequence, 5);
     assert_eq!(r.merkle_root, all.merkle_root);
     let r = c
-        .get(proto::GetRequest { context_id: "g".into(), key: "facts".into(), after_sequence: 0, limit: 0 })
+        .get(proto::GetRequest {
+            context_id: "g".into(),
+            key: "facts".into(),
+            after_sequence: 0,
+            limit: 0,
+        })
         .await
         .unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 3, 5]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 3, 5]
+    );
     let r = c.get_after("g", 5, 10).await.unwrap();
     assert!(r.entries.is_empty());
     ledger.shutdown().await;
@@ -112,7 +174,11 @@ async fn idempotent_append() {
     let again = c.append(retry).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.entry, first.entry);
-    assert_eq!(c.get_after("idem", 0, 0).await.unwrap().latest_sequence, 1, "nothing appended");
+    assert_eq!(
+        c.get_after("idem", 0, 0).await.unwrap().latest_sequence,
+        1,
+        "nothing appended"
+    );
 
     for change in 0..3 {
         let mut other = req.clone();
@@ -163,14 +229,33 @@ async fn validation_errors_name_field_and_limit() {
     assert_eq!(s.code(), Code::InvalidArgument);
     assert!(s.message().contains("context_id"), "{}", s.message());
 
-    let s = c.append(append_req(&"c".repeat(257), "k", "v")).await.unwrap_err();
+    let s = c
+        .append(append_req(&"c".repeat(257), "k", "v"))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(s.message().contains("context_id is 257 bytes, over the limit of 256"), "{}", s.message());
-    assert!(c.append(append_req(&"c".repeat(256), "k", "v")).await.is_ok());
+    assert!(
+        s.message()
+            .contains("context_id is 257 bytes, over the limit of 256"),
+        "{}",
+        s.message()
+    );
+    assert!(c
+        .append(append_req(&"c".repeat(256), "k", "v"))
+        .await
+        .is_ok());
 
-    let s = c.append(append_req("v", &"k".repeat(257), "v")).await.unwrap_err();
+    let s = c
+        .append(append_req("v", &"k".repeat(257), "v"))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(s.message().contains("key is 257 bytes, over the limit of 256"), "{}", s.message());
+    assert!(
+        s.message()
+            .contains("key is 257 bytes, over the limit of 256"),
+        "{}",
+        s.message()
+    );
 
     let mut req = append_req("v", "k", "v");
     for i in 0..65 {
@@ -178,13 +263,21 @@ async fn validation_errors_name_field_and_limit() {
     }
     let s = c.append(req).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(s.message().contains("65 pairs, over the limit of 64"), "{}", s.message());
+    assert!(
+        s.message().contains("65 pairs, over the limit of 64"),
+        "{}",
+        s.message()
+    );
 
     let mut req = append_req("v", "k", "v");
     req.metadata.insert("a".repeat(1025), "x".into());
     let s = c.append(req).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
-    assert!(s.message().contains("over the limit of 1024 bytes"), "{}", s.message());
+    assert!(
+        s.message().contains("over the limit of 1024 bytes"),
+        "{}",
+        s.message()
+    );
     let mut req = append_req("v", "k", "v");
     req.metadata.insert("a".into(), "x".repeat(1025));
     assert_eq!(code(c.append(req).await), Code::InvalidArgument);
@@ -192,7 +285,14 @@ async fn validation_errors_name_field_and_limit() {
     // Get and Watch validate too.
     assert_eq!(code(c.get_after("", 0, 0).await), Code::InvalidArgument);
     assert_eq!(
-        code(c.watch(proto::WatchRequest { context_id: "x".into(), key: "k".repeat(300), ..Default::default() }).await),
+        code(
+            c.watch(proto::WatchRequest {
+                context_id: "x".into(),
+                key: "k".repeat(300),
+                ..Default::default()
+            })
+            .await
+        ),
         Code::InvalidArgument
     );
     // The server is undisturbed.
@@ -211,14 +311,23 @@ async fn payload_limit_is_inclusive_and_over_it_is_resource_exhausted() {
     req.payload = vec![7u8; max + 1].into();
     let s = c.append(req).await.unwrap_err();
     assert_eq!(s.code(), Code::ResourceExhausted);
-    assert!(s.message().contains(&format!("{} bytes, over the limit of {max}", max + 1)), "{}", s.message());
+    assert!(
+        s.message()
+            .contains(&format!("{} bytes, over the limit of {max}", max + 1)),
+        "{}",
+        s.message()
+    );
     ledger.shutdown().await;
 }
 
 async fn fill(c: &converge_ledger::client::LedgerClient, ctx: &str, n: usize) -> Vec<proto::Entry> {
     let mut out = Vec::new();
     for i in 0..n {
-        let mut req = append_req(ctx, ["facts", "intents", "traces"][i % 3], &format!("payload {i}"));
+        let mut req = append_req(
+            ctx,
+            ["facts", "intents", "traces"][i % 3],
+            &format!("payload {i}"),
+        );
         req.metadata.insert("step".into(), i.to_string());
         out.push(c.append(req).await.unwrap().entry.unwrap());
     }
@@ -249,21 +358,47 @@ async fn snapshot_and_load_round_trip_into_empty_contexts() {
     assert_eq!(r.entries_restored, 20);
     let copy = c.read_all("copy").await.unwrap();
     for (a, b) in original.iter().zip(&copy) {
-        assert_eq!((a.id.clone(), a.key.clone(), a.payload.clone(), a.sequence, a.appended_at_ns, a.metadata.clone(), a.lamport_clock),
-                   (b.id.clone(), b.key.clone(), b.payload.clone(), b.sequence, b.appended_at_ns, b.metadata.clone(), b.lamport_clock));
+        assert_eq!(
+            (
+                a.id.clone(),
+                a.key.clone(),
+                a.payload.clone(),
+                a.sequence,
+                a.appended_at_ns,
+                a.metadata.clone(),
+                a.lamport_clock
+            ),
+            (
+                b.id.clone(),
+                b.key.clone(),
+                b.payload.clone(),
+                b.sequence,
+                b.appended_at_ns,
+                b.metadata.clone(),
+                b.lamport_clock
+            )
+        );
         assert_eq!(&b.content_hash[..], &recomputed_hash("copy", b)[..]);
         assert_ne!(a.content_hash, b.content_hash);
     }
     assert_eq!(&r.merkle_root[..], &root_of(&copy)[..]);
     // After Load the clock continues from the last restored entry.
-    let next = c.append(append_req("copy", "k", "after")).await.unwrap().entry.unwrap();
+    let next = c
+        .append(append_req("copy", "k", "after"))
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
     assert_eq!(next.sequence, 21);
     assert_eq!(next.lamport_clock, original[19].lamport_clock + 1);
 
     // An empty context snapshots to something that loads 0 entries.
     let empty = c.snapshot("never-written").await.unwrap();
     assert_eq!(empty.sequence, 0);
-    assert_eq!(&empty.metadata.clone().unwrap().merkle_root[..], &empty_root()[..]);
+    assert_eq!(
+        &empty.metadata.clone().unwrap().merkle_root[..],
+        &empty_root()[..]
+    );
     let r = c.load("also-empty", empty.snapshot, false).await.unwrap();
     assert_eq!((r.entries_restored, r.latest_sequence), (0, 0));
     ledger.shutdown().await;
@@ -279,7 +414,10 @@ async fn load_into_non_empty_contexts_prefix_and_divergence_rules() {
     let (ledger2, c2) = start_memory().await;
 
     // fail_if_exists on a non-empty context.
-    assert_eq!(code(c.load("src", full.clone(), true).await), Code::AlreadyExists);
+    assert_eq!(
+        code(c.load("src", full.clone(), true).await),
+        Code::AlreadyExists
+    );
     // A snapshot equal to the stored history: OK, 0 restored.
     let r = c.load("src", full.clone(), false).await.unwrap();
     assert_eq!((r.entries_restored, r.latest_sequence), (0, 10));
@@ -301,7 +439,10 @@ async fn load_into_non_empty_contexts_prefix_and_divergence_rules() {
     // Divergence: a context whose entry 3 differs refuses, and nothing is written.
     fill(&c2, "diverged", 12).await;
     let before = c2.read_all("diverged").await.unwrap();
-    let s = c2.load("diverged", longer.clone(), false).await.unwrap_err();
+    let s = c2
+        .load("diverged", longer.clone(), false)
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
     assert_eq!(c2.read_all("diverged").await.unwrap(), before);
     ledger.shutdown().await;
@@ -314,23 +455,40 @@ async fn load_refuses_bad_blobs_and_writes_nothing() {
     fill(&c, "src", 5).await;
     let good = c.snapshot("src").await.unwrap().snapshot.to_vec();
 
-    let s = c.load("t", b"not cbor at all".to_vec().into(), false).await.unwrap_err();
+    let s = c
+        .load("t", b"not cbor at all".to_vec().into(), false)
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
 
     // Valid CBOR of the wrong shape.
     let mut wrong = Vec::new();
-    ciborium::into_writer(&ciborium::Value::Array(vec![ciborium::Value::Integer(1.into())]), &mut wrong).unwrap();
-    assert_eq!(code(c.load("t", wrong.into(), false).await), Code::InvalidArgument);
+    ciborium::into_writer(
+        &ciborium::Value::Array(vec![ciborium::Value::Integer(1.into())]),
+        &mut wrong,
+    )
+    .unwrap();
+    assert_eq!(
+        code(c.load("t", wrong.into(), false).await),
+        Code::InvalidArgument
+    );
 
     // A flipped byte inside a payload: the content hash no longer matches.
     let needle = b"payload 3";
-    let at = good.windows(needle.len()).position(|w| w == needle).expect("payload bytes in snapshot");
+    let at = good
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("payload bytes in snapshot");
     let mut tampered = good.clone();
     tampered[at + 8] = b'X';
     let s = c.load("t", tampered.into(), false).await.unwrap_err();
     assert_eq!(s.code(), Code::DataLoss, "{s:?}");
 
-    assert_eq!(c.get_after("t", 0, 0).await.unwrap().latest_sequence, 0, "nothing written");
+    assert_eq!(
+        c.get_after("t", 0, 0).await.unwrap().latest_sequence,
+        0,
+        "nothing written"
+    );
     ledger.shutdown().await;
 }
 
@@ -339,7 +497,12 @@ async fn watch_catches_up_then_streams_live_with_roots() {
     let (ledger, c) = start_memory().await;
     let stored = fill(&c, "w", 6).await;
     let mut stream = c
-        .watch(proto::WatchRequest { context_id: "w".into(), key: String::new(), from_sequence: 2, signal_caught_up: true })
+        .watch(proto::WatchRequest {
+            context_id: "w".into(),
+            key: String::new(),
+            from_sequence: 2,
+            signal_caught_up: true,
+        })
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -353,17 +516,31 @@ async fn watch_catches_up_then_streams_live_with_roots() {
         seen.push(stream.next().await.unwrap().unwrap());
     }
     let all: Vec<_> = stored.iter().chain(&live).cloned().collect();
-    assert_eq!(seen.iter().map(|e| e.entry.as_ref().unwrap().sequence).collect::<Vec<_>>(), [3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        seen.iter()
+            .map(|e| e.entry.as_ref().unwrap().sequence)
+            .collect::<Vec<_>>(),
+        [3, 4, 5, 6, 7, 8, 9]
+    );
     for ev in &seen {
         let seq = ev.entry.as_ref().unwrap().sequence as usize;
         assert_eq!(ev.entry.as_ref().unwrap(), &all[seq - 1]);
-        assert_eq!(&ev.merkle_root[..], &root_of(&all[..seq])[..], "root at tree size = sequence");
+        assert_eq!(
+            &ev.merkle_root[..],
+            &root_of(&all[..seq])[..],
+            "root at tree size = sequence"
+        );
         assert!(!ev.caught_up);
     }
 
     // Key filter, and no marker unless asked.
     let mut facts = c
-        .watch(proto::WatchRequest { context_id: "w".into(), key: "facts".into(), from_sequence: 0, signal_caught_up: false })
+        .watch(proto::WatchRequest {
+            context_id: "w".into(),
+            key: "facts".into(),
+            from_sequence: 0,
+            signal_caught_up: false,
+        })
         .await
         .unwrap();
     for want in [1u64, 4, 7] {
@@ -372,7 +549,10 @@ async fn watch_catches_up_then_streams_live_with_roots() {
         assert_eq!(&ev.merkle_root[..], &root_of(&all[..want as usize])[..]);
     }
     fill(&c, "w", 1).await; // seq 10, key facts (index 0 of fill's rotation)
-    assert_eq!(facts.next().await.unwrap().unwrap().entry.unwrap().sequence, 10);
+    assert_eq!(
+        facts.next().await.unwrap().unwrap().entry.unwrap().sequence,
+        10
+    );
     ledger.shutdown().await;
 }
 
@@ -381,31 +561,88 @@ async fn watch_ends_with_unavailable_on_shutdown() {
     let (ledger, c) = start_memory().await;
     fill(&c, "s", 2).await;
     let mut stream = c
-        .watch(proto::WatchRequest { context_id: "s".into(), ..Default::default() })
+        .watch(proto::WatchRequest {
+            context_id: "s".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(stream.next().await.unwrap().unwrap().entry.unwrap().sequence, 1);
-    assert_eq!(stream.next().await.unwrap().unwrap().entry.unwrap().sequence, 2);
+    assert_eq!(
+        stream
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .entry
+            .unwrap()
+            .sequence,
+        1
+    );
+    assert_eq!(
+        stream
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .entry
+            .unwrap()
+            .sequence,
+        2
+    );
     let stop = tokio::spawn(ledger.shutdown());
     let end = stream.next().await.unwrap().unwrap_err();
     assert_eq!(end.code(), Code::Unavailable);
-    assert!(end.message().contains("from_sequence=2"), "{}", end.message());
+    assert!(
+        end.message().contains("from_sequence=2"),
+        "{}",
+        end.message()
+    );
     stop.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
     let (ledger, c) = start_memory().await;
     assert!(c.health_serving().await.unwrap());
-    let channel = tonic::transport::Channel::from_shared(ledger.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(ledger.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut refl = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut resp = refl.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
-    let MessageResponse::ListServicesResponse(list) = resp.next().await.unwrap().unwrap().message_response.unwrap() else { panic!("list") };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let MessageResponse::ListServicesResponse(list) = resp
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .message_response
+        .unwrap()
+    else {
+        panic!("list")
+    };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"converge.context.v1.ContextService".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"converge.context.v1.ContextService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
     ledger.shutdown().await;
 }
 
@@ -427,7 +664,12 @@ async fn acknowledged_entries_and_idempotency_keys_survive_restart() {
     let again = c.append(req).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.entry, first.entry);
-    let next = c.append(append_req("durable", "k", "more")).await.unwrap().entry.unwrap();
+    let next = c
+        .append(append_req("durable", "k", "more"))
+        .await
+        .unwrap()
+        .entry
+        .unwrap();
     assert_eq!(next.sequence, 11);
     assert_eq!(next.lamport_clock, 11);
     ledger.shutdown().await;

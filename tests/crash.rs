@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::process::spawn_server;
 use common::*;
 use converge_ledger::client::LedgerClient;
@@ -25,7 +24,9 @@ async fn kill_9_during_appends_loses_nothing_acknowledged() {
     let acked: Acked = Arc::default();
     for round in 0..KILL_POINTS {
         let mut server = spawn_server(Some(dir.path()), &[], None);
-        let client = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10)).await.unwrap();
+        let client = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10))
+            .await
+            .unwrap();
         verify(&client, &acked).await;
         let writers: Vec<_> = (0..CONTEXTS)
             .map(|w| {
@@ -36,7 +37,12 @@ async fn kill_9_during_appends_loses_nothing_acknowledged() {
                         let mut req = append_req(&ctx, "k", &format!("round {round} item {i}"));
                         req.metadata.insert("i".into(), i.to_string());
                         match client.append(req).await {
-                            Ok(r) => acked.lock().unwrap().entry(ctx.clone()).or_default().push(r.entry.unwrap()),
+                            Ok(r) => acked
+                                .lock()
+                                .unwrap()
+                                .entry(ctx.clone())
+                                .or_default()
+                                .push(r.entry.unwrap()),
                             Err(_) => return, // the server died under us: unacknowledged
                         }
                     }
@@ -51,7 +57,9 @@ async fn kill_9_during_appends_loses_nothing_acknowledged() {
         }
     }
     let server = spawn_server(Some(dir.path()), &[], None);
-    let client = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10)).await.unwrap();
+    let client = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10))
+        .await
+        .unwrap();
     verify(&client, &acked).await;
     let total: usize = acked.lock().unwrap().values().map(Vec::len).sum();
     assert!(total > 0, "some appends were acknowledged");
@@ -63,16 +71,32 @@ async fn verify(client: &LedgerClient, acked: &Acked) {
         let stored = client.read_all(&ctx).await.unwrap();
         for (i, e) in stored.iter().enumerate() {
             assert_eq!(e.sequence, i as u64 + 1, "{ctx}: contiguous");
-            assert_eq!(&e.content_hash[..], &recomputed_hash(&ctx, e)[..], "{ctx}: hash");
+            assert_eq!(
+                &e.content_hash[..],
+                &recomputed_hash(&ctx, e)[..],
+                "{ctx}: hash"
+            );
         }
         // Every acknowledged entry is there, unchanged, in acknowledgement order.
         let mut last = 0;
         for a in &entries {
-            assert!(a.sequence > last, "{ctx}: acknowledgements in sequence order");
+            assert!(
+                a.sequence > last,
+                "{ctx}: acknowledgements in sequence order"
+            );
             last = a.sequence;
-            assert_eq!(stored.get(a.sequence as usize - 1), Some(a), "{ctx}: acknowledged entry {} lost", a.sequence);
+            assert_eq!(
+                stored.get(a.sequence as usize - 1),
+                Some(a),
+                "{ctx}: acknowledged entry {} lost",
+                a.sequence
+            );
         }
         let got = client.get_after(&ctx, 0, 1).await.unwrap();
-        assert_eq!(&got.merkle_root[..], &root_of(&stored)[..], "{ctx}: root matches the entries");
+        assert_eq!(
+            &got.merkle_root[..],
+            &root_of(&stored)[..],
+            "{ctx}: root matches the entries"
+        );
     }
 }

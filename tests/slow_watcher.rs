@@ -25,19 +25,41 @@ fn rss_bytes() -> u64 {
 async fn a_stalled_watcher_costs_bounded_memory_and_later_gets_everything() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = dir_config(dir.path());
-    config.storage = converge_ledger::config::StorageConfig::Dir { path: dir.path().into(), fsync: false };
+    config.storage = converge_ledger::config::StorageConfig::Dir {
+        path: dir.path().into(),
+        fsync: false,
+    };
     let (ledger, c) = start(config).await;
     c.append(append_req("slow", "k", "first")).await.unwrap();
     // Its own connection, like a real remote observer.
-    let stalled_client = converge_ledger::client::LedgerClient::connect(&ledger.url()).await.unwrap();
-    let mut stalled = stalled_client
-        .watch(proto::WatchRequest { context_id: "slow".into(), ..Default::default() })
+    let stalled_client = converge_ledger::client::LedgerClient::connect(&ledger.url())
         .await
         .unwrap();
-    assert_eq!(stalled.next().await.unwrap().unwrap().entry.unwrap().sequence, 1);
+    let mut stalled = stalled_client
+        .watch(proto::WatchRequest {
+            context_id: "slow".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stalled
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .entry
+            .unwrap()
+            .sequence,
+        1
+    );
     // A second watcher keeps reading: it must not be held up by the stalled one.
     let mut reader = c
-        .watch(proto::WatchRequest { context_id: "slow".into(), from_sequence: 1, ..Default::default() })
+        .watch(proto::WatchRequest {
+            context_id: "slow".into(),
+            from_sequence: 1,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let live_reader = tokio::spawn(async move {
@@ -69,7 +91,10 @@ async fn a_stalled_watcher_costs_bounded_memory_and_later_gets_everything() {
     }
     let latest = c.get_after("slow", 0, 1).await.unwrap().latest_sequence;
     assert!(latest >= ENTRIES);
-    tokio::time::timeout(Duration::from_secs(300), live_reader).await.expect("reading watcher kept up").unwrap();
+    tokio::time::timeout(Duration::from_secs(300), live_reader)
+        .await
+        .expect("reading watcher kept up")
+        .unwrap();
     let grown = rss_bytes().saturating_sub(rss_before);
     // 100,000 entries of 200 B are ~20 MB of data in total; the stalled watcher may hold
     // one ring (1,024 events) and one stream queue, not the backlog.

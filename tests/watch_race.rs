@@ -19,7 +19,9 @@ async fn watchers_subscribing_during_appends_see_no_gap_and_no_duplicate() {
         let c = c.clone();
         tokio::spawn(async move {
             for i in 0..ENTRIES {
-                c.append(append_req("race", "k", &format!("{i}"))).await.unwrap();
+                c.append(append_req("race", "k", &format!("{i}")))
+                    .await
+                    .unwrap();
                 if i % 100 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -35,7 +37,11 @@ async fn watchers_subscribing_during_appends_see_no_gap_and_no_duplicate() {
         let c = c.clone();
         watchers.push(tokio::spawn(async move {
             let mut s = c
-                .watch(proto::WatchRequest { context_id: "race".into(), from_sequence: from, ..Default::default() })
+                .watch(proto::WatchRequest {
+                    context_id: "race".into(),
+                    from_sequence: from,
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             let mut expect = from + 1;

@@ -59,9 +59,7 @@ impl Shared {
             .load()
             .as_ref()
             .and_then(|weak| weak.upgrade())
-            .ok_or_else(|| {
-                LedgerError::Unavailable("storage writer is restarting; retry".into())
-            })
+            .ok_or_else(|| LedgerError::Unavailable("storage writer is restarting; retry".into()))
     }
 
     /// The registered name of an actor of this ledger.

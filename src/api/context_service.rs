@@ -95,7 +95,11 @@ fn snapshot(shared: &Shared, context_id: &str) -> LedgerResult<proto::SnapshotRe
 }
 
 /// Decodes and verifies a snapshot completely, then hashes it for the target context.
-fn prepare_load(shared: &Shared, context_id: &str, blob: &[u8]) -> LedgerResult<Vec<crate::model::Entry>> {
+fn prepare_load(
+    shared: &Shared,
+    context_id: &str,
+    blob: &[u8],
+) -> LedgerResult<Vec<crate::model::Entry>> {
     let snap = snapshot::decode(blob)?;
     snapshot::verify(&snap, &shared.limits)?;
     let mut entries = snap.entries;
@@ -132,7 +136,10 @@ impl ContextService for ContextApi {
         };
         // Each attempt sends a copy (the payload is shared, not copied): an actor that
         // stopped before taking the message dropped it, and the retry needs it again.
-        let outcome = route(&self.shared, &context_id, |reply| ContextMsg::Append(input.clone(), reply)).await;
+        let outcome = route(&self.shared, &context_id, |reply| {
+            ContextMsg::Append(input.clone(), reply)
+        })
+        .await;
         let outcome = outcome.map_err(to_status)?;
         Ok(Response::new(proto::AppendResponse {
             entry: Some(entry_to_proto(outcome.entry)),

@@ -27,11 +27,17 @@ mod tests {
     #[test]
     fn each_error_has_its_code_and_keeps_its_message() {
         let cases = [
-            (LedgerError::InvalidArgument("a".into()), Code::InvalidArgument),
+            (
+                LedgerError::InvalidArgument("a".into()),
+                Code::InvalidArgument,
+            ),
             (LedgerError::TooLarge("b".into()), Code::ResourceExhausted),
             (LedgerError::NotFound("c".into()), Code::NotFound),
             (LedgerError::AlreadyExists("d".into()), Code::AlreadyExists),
-            (LedgerError::FailedPrecondition("e".into()), Code::FailedPrecondition),
+            (
+                LedgerError::FailedPrecondition("e".into()),
+                Code::FailedPrecondition,
+            ),
             (LedgerError::DataLoss("f".into()), Code::DataLoss),
             (LedgerError::Unavailable("g".into()), Code::Unavailable),
             (LedgerError::Internal("h".into()), Code::Internal),

@@ -172,7 +172,9 @@ impl Watcher {
     async fn subscribe(&self) -> LedgerResult<broadcast::Receiver<Arc<LiveEvent>>> {
         let deadline = tokio::time::Instant::now() + SUBSCRIBE_PATIENCE;
         loop {
-            if let Some(cell) = ractor::registry::where_is(self.shared.actor_name(WATCH_REGISTRY_NAME)) {
+            if let Some(cell) =
+                ractor::registry::where_is(self.shared.actor_name(WATCH_REGISTRY_NAME))
+            {
                 let registry: ActorRef<WatchRegistryMsg> = cell.into();
                 let ctx = self.spec.context_id.clone();
                 let call = registry

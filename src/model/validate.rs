@@ -139,7 +139,10 @@ mod tests {
         assert!(ok("c", "", 0, &m, ""), "the empty key is allowed");
         // 129 two-byte characters are 258 bytes.
         let e = validate_append(&L, "c", &"é".repeat(129), 0, &m, "").unwrap_err();
-        assert_eq!(e.to_string(), "key is 258 bytes, over the limit of 256 bytes");
+        assert_eq!(
+            e.to_string(),
+            "key is 258 bytes, over the limit of 256 bytes"
+        );
     }
 
     #[test]
@@ -162,7 +165,9 @@ mod tests {
         let big = "a".repeat(1025);
         let e = validate_append(&L, "c", "k", 0, &meta(&[(&big, "v")]), "").unwrap_err();
         assert!(e.to_string().starts_with("metadata key \"aaaa"), "{e}");
-        assert!(e.to_string().ends_with("is 1025 bytes, over the limit of 1024 bytes"));
+        assert!(e
+            .to_string()
+            .ends_with("is 1025 bytes, over the limit of 1024 bytes"));
         let e = validate_append(&L, "c", "k", 0, &meta(&[("x", &big)]), "").unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -183,7 +188,10 @@ mod tests {
         assert!(ok("c", "k", 100, &m, ""));
         assert_eq!(
             validate_append(&L, "c", "k", 101, &m, "").unwrap_err(),
-            ValidationError::PayloadTooLarge { size: 101, max: 100 }
+            ValidationError::PayloadTooLarge {
+                size: 101,
+                max: 100
+            }
         );
     }
 

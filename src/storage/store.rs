@@ -208,7 +208,10 @@ impl StoreReader {
             }
             Some(key) => {
                 let index = self.txn.open_table(KEY_INDEX)?;
-                for r in index.range((ctx, key, start)..=(ctx, key, u64::MAX))?.take(limit) {
+                for r in index
+                    .range((ctx, key, start)..=(ctx, key, u64::MAX))?
+                    .take(limit)
+                {
                     let seq = r?.0.value().2;
                     let v = entries.get((ctx, seq))?.ok_or_else(|| {
                         CodecError(format!("key index names missing entry {seq}"))

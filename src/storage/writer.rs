@@ -63,9 +63,9 @@ impl WriteOp {
         if let Some(f) = self.on_done.take() {
             let entries = std::mem::take(&mut self.entries);
             // A panicking callback must not keep the others in the batch from answering.
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                f(result, entries)
-            })) {
+            if let Err(p) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(result, entries)))
+            {
                 tracing::error!(panic = %panic_message(&p), "write completion panicked");
             }
         }
@@ -221,8 +221,12 @@ fn write_batch(
                 },
             };
             if stored != op.expect_prev {
-                tracing::warn!(context = ctx, stored, expected = op.expect_prev,
-                    "write does not continue its context; refused (its ContextActor will rebuild)");
+                tracing::warn!(
+                    context = ctx,
+                    stored,
+                    expected = op.expect_prev,
+                    "write does not continue its context; refused (its ContextActor will rebuild)"
+                );
                 outcomes.push(Err(LedgerError::Unavailable(format!(
                     "context {ctx:?} moved on (stored sequence {stored}, writer expected {}); retry",
                     op.expect_prev

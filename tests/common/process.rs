@@ -15,7 +15,11 @@ pub struct ServerProcess {
 /// line names the address.
 pub fn spawn_server(data_dir: Option<&Path>, extra: &[&str], cwd: Option<&Path>) -> ServerProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge-ledger"));
-    cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--log").arg("info");
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--log")
+        .arg("info");
     if let Some(d) = data_dir {
         cmd.arg("--data-dir").arg(d);
     }
@@ -23,7 +27,13 @@ pub fn spawn_server(data_dir: Option<&Path>, extra: &[&str], cwd: Option<&Path>)
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
-    for var in ["LEDGER_LISTEN", "LEDGER_DATA_DIR", "GRPC_PORT", "LEDGER_MEMORY", "LEDGER_DURABILITY"] {
+    for var in [
+        "LEDGER_LISTEN",
+        "LEDGER_DATA_DIR",
+        "GRPC_PORT",
+        "LEDGER_MEMORY",
+        "LEDGER_DURABILITY",
+    ] {
         cmd.env_remove(var);
     }
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -34,7 +44,11 @@ pub fn spawn_server(data_dir: Option<&Path>, extra: &[&str], cwd: Option<&Path>)
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent && line.contains("converge-ledger ready") {
-                if let Some(addr) = line.split("listen=").nth(1).and_then(|r| r.split_whitespace().next()) {
+                if let Some(addr) = line
+                    .split("listen=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                {
                     let _ = tx.send(addr.to_string());
                     sent = true;
                 }
@@ -45,7 +59,10 @@ pub fn spawn_server(data_dir: Option<&Path>, extra: &[&str], cwd: Option<&Path>)
     let addr = rx
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         .expect("server printed its ready line");
-    ServerProcess { child, url: format!("http://{addr}") }
+    ServerProcess {
+        child,
+        url: format!("http://{addr}"),
+    }
 }
 
 impl ServerProcess {

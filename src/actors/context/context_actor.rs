@@ -62,9 +62,13 @@ pub enum ContextMsg {
     Append(AppendInput, RpcReplyPort<LedgerResult<AppendOutcome>>),
     Load(LoadInput, RpcReplyPort<LedgerResult<LoadOutcome>>),
     /// From the writer: the op ending at `through` is committed.
-    Committed { through: u64 },
+    Committed {
+        through: u64,
+    },
     /// From the writer: an op failed; the head is no longer trustworthy.
-    CommitFailed { reason: String },
+    CommitFailed {
+        reason: String,
+    },
     IdleCheck,
 }
 impl ractor::Message for ContextMsg {}
@@ -382,7 +386,10 @@ async fn load(
                 return;
             }
         };
-        if let Some(e) = entries[common..].iter().find(|e| stored_ids.contains(&e.id)) {
+        if let Some(e) = entries[common..]
+            .iter()
+            .find(|e| stored_ids.contains(&e.id))
+        {
             let _ = reply.send(Err(LedgerError::InvalidArgument(format!(
                 "snapshot entry {} has id {:?}, already used in context {:?}; nothing was written",
                 e.sequence, e.id, state.context_id

@@ -24,12 +24,21 @@ async fn find_or_start(
     if let Some(cell) = ractor::registry::where_is(actor_name(shared, context_id)) {
         return Ok(ActorRef::from(cell));
     }
-    let sup: ActorRef<ContextSupervisorMsg> = ractor::registry::where_is(shared.actor_name(CONTEXT_SUPERVISOR_NAME))
-        .map(ActorRef::from)
-        .ok_or_else(|| LedgerError::Unavailable("context supervisor is restarting; retry".into()))?;
+    let sup: ActorRef<ContextSupervisorMsg> =
+        ractor::registry::where_is(shared.actor_name(CONTEXT_SUPERVISOR_NAME))
+            .map(ActorRef::from)
+            .ok_or_else(|| {
+                LedgerError::Unavailable("context supervisor is restarting; retry".into())
+            })?;
     let ctx = context_id.clone();
     match sup
-        .call(|reply| ContextSupervisorMsg::Route { context_id: ctx, reply }, None)
+        .call(
+            |reply| ContextSupervisorMsg::Route {
+                context_id: ctx,
+                reply,
+            },
+            None,
+        )
         .await
     {
         Ok(CallResult::Success(r)) => r,

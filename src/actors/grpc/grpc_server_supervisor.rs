@@ -97,8 +97,13 @@ impl Actor for GrpcServerSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(mut server) = state.server.take() {
-            if tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.is_err() {
-                tracing::warn!("in-flight calls did not finish within {DRAIN_TIMEOUT:?}; cutting them off");
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "in-flight calls did not finish within {DRAIN_TIMEOUT:?}; cutting them off"
+                );
                 server.abort();
             }
         }
