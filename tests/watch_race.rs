@@ -64,3 +64,55 @@ async fn watchers_subscribing_during_appends_see_no_gap_and_no_duplicate() {
     }
     ledger.shutdown().await;
 }
+
+/// Thousands of watchers on one context: each gets every entry, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_watchers_on_one_context_each_see_everything() {
+    const MANY: usize = 2000;
+    const N: u64 = 50;
+    let (ledger, c) = start_memory().await;
+    // A few connections, as many observers would use.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(
+            converge_ledger::client::LedgerClient::connect(&ledger.url())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut streams = Vec::new();
+    for i in 0..MANY {
+        let s = clients[i % clients.len()]
+            .watch(proto::WatchRequest {
+                context_id: "crowd".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        streams.push(s);
+    }
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                for want in 1..=N {
+                    let ev = tokio::time::timeout(Duration::from_secs(120), s.next())
+                        .await
+                        .expect("watcher stalled")
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(ev.entry.unwrap().sequence, want);
+                }
+            })
+        })
+        .collect();
+    for i in 0..N {
+        c.append(append_req("crowd", "k", &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    ledger.shutdown().await;
+}

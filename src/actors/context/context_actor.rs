@@ -75,6 +75,9 @@ impl ractor::Message for ContextMsg {}
 
 pub struct ContextActor;
 
+/// How soon a Load that found appends in flight looks again.
+const LOAD_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
 pub struct ContextState {
     shared: Arc<Shared>,
     context_id: Arc<str>,
@@ -363,9 +366,12 @@ async fn load(
     reply: RpcReplyPort<LedgerResult<LoadOutcome>>,
 ) {
     if state.ops_in_flight > 0 {
-        let _ = reply.send(Err(LedgerError::Unavailable(
-            "appends to this context are in flight; retry the load".into(),
-        )));
+        // The prefix check needs a settled head: come back once in-flight writes report.
+        let me = myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LOAD_RETRY_DELAY).await;
+            let _ = me.cast(ContextMsg::Load(input, reply));
+        });
         return;
     }
     let stored = state.sequence;
