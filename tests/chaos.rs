@@ -15,7 +15,7 @@ use std::time::Duration;
 use tonic::Code;
 
 const CONTEXTS: usize = 3;
-const APPENDS_PER_CONTEXT: u64 = 400;
+const APPENDS_PER_CONTEXT: u64 = 1500;
 const KILLS_PER_KIND: usize = 6;
 
 /// Appends with an idempotency key per item, retrying UNAVAILABLE: exactly-once per item.
