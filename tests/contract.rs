@@ -567,28 +567,8 @@ async fn watch_ends_with_unavailable_on_shutdown() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        stream
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .entry
-            .unwrap()
-            .sequence,
-        1
-    );
-    assert_eq!(
-        stream
-            .next()
-            .await
-            .unwrap()
-            .unwrap()
-            .entry
-            .unwrap()
-            .sequence,
-        2
-    );
+    assert_eq!(next_seq(&mut stream).await, 1);
+    assert_eq!(next_seq(&mut stream).await, 2);
     let stop = tokio::spawn(ledger.shutdown());
     let end = stream.next().await.unwrap().unwrap_err();
     assert_eq!(end.code(), Code::Unavailable);

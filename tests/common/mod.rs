@@ -74,6 +74,18 @@ pub fn recomputed_hash(ctx: &str, e: &proto::Entry) -> Hash {
 
 pub mod process;
 
+/// The sequence of the next entry event on a watch stream.
+pub async fn next_seq(stream: &mut tonic::Streaming<proto::WatchEvent>) -> u64 {
+    stream
+        .message()
+        .await
+        .expect("no error status")
+        .expect("an event before the stream ends")
+        .entry
+        .expect("an entry event")
+        .sequence
+}
+
 pub fn code(r: Result<impl std::fmt::Debug, tonic::Status>) -> tonic::Code {
     r.expect_err("expected an error").code()
 }
