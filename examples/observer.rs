@@ -10,7 +10,8 @@
 //! - root of n leaves: fold the frontier from the right; the empty tree is SHA-256("").
 //!
 //! The content hash itself (SHA-256 over the entry's canonical bytes, docs/INTEGRITY.md) is
-//! taken as sent; see [`check_content_hash`] for where recomputing it belongs.
+//! recomputed from each entry's fields ([`check_content_hash`]), so a changed payload, key,
+//! clock or metadata is caught at that entry, not only by a later root.
 //!
 //! With `--from N > 0` the observer first reads entries 1..=N with Get to rebuild the
 //! frontier, and checks that prefix with the Root RPC when the server implements it.
@@ -30,6 +31,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
 use converge_ledger::cli::{render, DEFAULT_SERVER};
 use converge_ledger::client::{status_line, LedgerClient, READ_PAGE};
+use converge_ledger::integrity::canonical::entry_content_hash;
 use converge_ledger::proto::{Entry, GetRequest, WatchEvent, WatchRequest};
 use sha2::{Digest, Sha256};
 
@@ -114,8 +116,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             continue;
         };
-        let verdict =
-            verify_event(&mut tree, &event).map_err(|e| anyhow!("#{}: {e}", entry.sequence))?;
+        let verdict = verify_event(&mut tree, &args.context, &event)
+            .map_err(|e| anyhow!("#{}: {e}", entry.sequence))?;
         if verdict == Verdict::NoRoot {
             unverified += 1;
         }
@@ -162,7 +164,7 @@ async fn bootstrap(
             bail!("Get after #{} returned nothing below #{upto}", tree.size);
         }
         for e in page.entries.iter().take_while(|e| e.sequence <= upto) {
-            add_entry(tree, e)?;
+            add_entry(tree, context, e)?;
         }
     }
     Ok(())
@@ -188,9 +190,9 @@ impl Verdict {
 
 /// Adds the event's entry to `tree` and compares the roots. An error means the server's
 /// history is not the one it showed before: a gap, a bad hash or a root mismatch.
-fn verify_event(tree: &mut Frontier, event: &WatchEvent) -> Result<Verdict, String> {
+fn verify_event(tree: &mut Frontier, context: &str, event: &WatchEvent) -> Result<Verdict, String> {
     let entry = event.entry.as_ref().ok_or("event without an entry")?;
-    add_entry(tree, entry).map_err(|e| e.to_string())?;
+    add_entry(tree, context, entry).map_err(|e| e.to_string())?;
     if event.merkle_root.is_empty() {
         return Ok(Verdict::NoRoot);
     }
@@ -206,8 +208,8 @@ fn verify_event(tree: &mut Frontier, event: &WatchEvent) -> Result<Verdict, Stri
     Ok(Verdict::Verified)
 }
 
-/// Appends one entry's leaf, after checking it is the next sequence.
-fn add_entry(tree: &mut Frontier, entry: &Entry) -> anyhow::Result<()> {
+/// Appends one entry's leaf, after checking it is the next sequence and its content hash.
+fn add_entry(tree: &mut Frontier, context: &str, entry: &Entry) -> anyhow::Result<()> {
     if entry.sequence != tree.size + 1 {
         bail!(
             "expected sequence {}, got {} (a gap or a reordering)",
@@ -215,27 +217,38 @@ fn add_entry(tree: &mut Frontier, entry: &Entry) -> anyhow::Result<()> {
             entry.sequence
         );
     }
-    let content_hash = check_content_hash(entry)?;
+    let content_hash = check_content_hash(context, entry)?;
     tree.push(leaf_hash(&content_hash));
     Ok(())
 }
 
-/// The entry's content hash, as a 32-byte array.
+/// The entry's content hash, recomputed from its fields and checked against the one sent.
 ///
-/// VERIFY-CONTENT: a complete auditor also recomputes it from the entry's canonical bytes
-/// (`converge_ledger::integrity::canonical::entry_content_hash(context_id, &entry)`, once
-/// that module lands) and rejects an entry whose stored hash differs. Until then the hash is
-/// taken as sent, so this observer proves the order and immutability of the hashes, not
-/// that each payload matches its hash.
-fn check_content_hash(entry: &Entry) -> anyhow::Result<Hash> {
-    let hash: Hash = entry.content_hash[..].try_into().with_context(|| {
+/// VERIFY-CONTENT: the hash is SHA-256 over the entry's canonical bytes in `context`
+/// (docs/INTEGRITY.md), recomputed with
+/// `converge_ledger::integrity::canonical::entry_content_hash`; an entry whose fields do not
+/// hash to the hash it carries is rejected. So the observer proves that each payload is the
+/// one committed to, not only the order and immutability of the hashes.
+fn check_content_hash(context: &str, entry: &Entry) -> anyhow::Result<Hash> {
+    let sent: Hash = entry.content_hash[..].try_into().with_context(|| {
         format!(
             "content_hash of #{} is {} bytes, not 32",
             entry.sequence,
             entry.content_hash.len()
         )
     })?;
-    Ok(hash)
+    let model = converge_ledger::api::entry_from_proto(entry.clone())
+        .map_err(|e| anyhow!("#{}: {e}", entry.sequence))?;
+    let recomputed = entry_content_hash(context, &model);
+    if recomputed != sent {
+        bail!(
+            "CONTENT HASH MISMATCH at #{}: its fields hash to {}, the server sent {}",
+            entry.sequence,
+            hex::encode(recomputed),
+            hex::encode(sent)
+        );
+    }
+    Ok(sent)
 }
 
 /// RFC 9162 §2.1.1: the hash of a leaf.
@@ -333,13 +346,30 @@ mod tests {
         }
     }
 
+    const CTX: &str = "observed";
+
+    /// Entry `seq` of context `CTX`, carrying its real content hash.
+    fn entry(seq: u64) -> Entry {
+        let mut e = Entry {
+            sequence: seq,
+            key: "facts".into(),
+            payload: Bytes::from(format!("payload {seq}")),
+            lamport_clock: seq,
+            content_hash: Bytes::from_static(&[0; 32]),
+            ..Default::default()
+        };
+        let model = converge_ledger::api::entry_from_proto(e.clone()).unwrap();
+        e.content_hash = Bytes::copy_from_slice(&entry_content_hash(CTX, &model));
+        e
+    }
+
+    fn entry_hash(seq: u64) -> Hash {
+        entry(seq).content_hash[..].try_into().unwrap()
+    }
+
     fn event(seq: u64, root: &[u8]) -> WatchEvent {
         WatchEvent {
-            entry: Some(Entry {
-                sequence: seq,
-                content_hash: Bytes::copy_from_slice(&content(seq)),
-                ..Default::default()
-            }),
+            entry: Some(entry(seq)),
             merkle_root: Bytes::copy_from_slice(root),
             caught_up: false,
         }
@@ -350,25 +380,39 @@ mod tests {
         let mut ours = Frontier::default();
         let mut reference = Frontier::default();
         for seq in 1..=5 {
-            reference.push(leaf_hash(&content(seq)));
-            let v = verify_event(&mut ours, &event(seq, &reference.root())).unwrap();
+            reference.push(leaf_hash(&entry_hash(seq)));
+            let v = verify_event(&mut ours, CTX, &event(seq, &reference.root())).unwrap();
             assert_eq!(v, Verdict::Verified);
         }
         assert_eq!(
-            verify_event(&mut ours, &event(6, &[])).unwrap(),
+            verify_event(&mut ours, CTX, &event(6, &[])).unwrap(),
             Verdict::NoRoot
         );
 
-        let e = verify_event(&mut ours, &event(7, &[0u8; 32])).unwrap_err();
+        let e = verify_event(&mut ours, CTX, &event(7, &[0u8; 32])).unwrap_err();
         assert!(e.contains("ROOT MISMATCH at tree size 7"), "{e}");
 
         let mut fresh = Frontier::default();
-        let e = verify_event(&mut fresh, &event(2, &[])).unwrap_err();
+        let e = verify_event(&mut fresh, CTX, &event(2, &[])).unwrap_err();
         assert!(e.contains("expected sequence 1, got 2"), "{e}");
 
         let mut bad = event(1, &[]);
         bad.entry.as_mut().unwrap().content_hash = Bytes::from_static(b"short");
-        let e = verify_event(&mut fresh, &bad).unwrap_err();
+        let e = verify_event(&mut fresh, CTX, &bad).unwrap_err();
         assert!(e.contains("5 bytes, not 32"), "{e}");
+    }
+
+    #[test]
+    fn verify_event_recomputes_the_content_hash() {
+        let mut tree = Frontier::default();
+        let mut changed = event(1, &[]);
+        changed.entry.as_mut().unwrap().payload = Bytes::from_static(b"not what was hashed");
+        let e = verify_event(&mut tree, CTX, &changed).unwrap_err();
+        assert!(e.contains("CONTENT HASH MISMATCH at #1"), "{e}");
+        assert!(e.contains(&hex::encode(entry_hash(1))), "{e}");
+        // The context id is part of the hash: the same entry does not verify elsewhere.
+        let e = verify_event(&mut tree, "another", &event(1, &[])).unwrap_err();
+        assert!(e.contains("CONTENT HASH MISMATCH"), "{e}");
+        assert_eq!(tree.size, 0, "nothing was added");
     }
 }

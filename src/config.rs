@@ -61,6 +61,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LEDGER_CONTEXT_IDLE_SECS", default_value_t = 30)]
     pub context_idle_secs: u64,
 
+    /// Sign the checkpoint of every Root answer with this Ed25519 key (a file written by
+    /// `converge-ledger keygen`, C2SP signer-key format). Without it, checkpoints are empty.
+    /// See docs/INTEGRITY.md, "Checkpoints".
+    #[arg(long, env = "LEDGER_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
     /// "converge_ledger=debug".
     #[arg(long, env = "LEDGER_LOG", default_value = "info")]
@@ -82,6 +88,8 @@ pub struct Config {
     pub limits: Limits,
     pub snapshot_bytes_max: usize,
     pub context_idle: Duration,
+    /// The checkpoint signing key file (read at start-up); None = unsigned checkpoints.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// A configuration that cannot work, with the offending value.
@@ -128,6 +136,7 @@ impl Config {
             limits: Limits::with_payload_max(a.max_payload_bytes),
             snapshot_bytes_max: a.max_snapshot_bytes,
             context_idle: Duration::from_secs(a.context_idle_secs),
+            signing_key: a.signing_key.clone(),
         })
     }
 
@@ -139,6 +148,7 @@ impl Config {
             limits: Limits::with_payload_max(4 << 20),
             snapshot_bytes_max: 256 << 20,
             context_idle: Duration::from_secs(30),
+            signing_key: None,
         }
     }
 }
@@ -207,5 +217,12 @@ mod tests {
             .to_string();
         assert!(e.contains("--max-snapshot-bytes (10)"), "{e}");
         assert!(parse(&["--context-idle-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn signing_key_is_a_path() {
+        assert_eq!(parse(&[]).unwrap().signing_key, None);
+        let c = parse(&["--signing-key", "/keys/ledger.key"]).unwrap();
+        assert_eq!(c.signing_key, Some(PathBuf::from("/keys/ledger.key")));
     }
 }

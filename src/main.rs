@@ -1,7 +1,7 @@
 //! `converge-ledger`: the server (`serve`) and its client commands in one binary.
 
 use clap::{Parser, Subcommand};
-use converge_ledger::cli::{run_client, ClientCommand};
+use converge_ledger::cli::{run_client, run_integrity, ClientCommand, IntegrityCommand};
 use converge_ledger::config::{Config, ServeArgs, StorageConfig};
 use converge_ledger::server::Ledger;
 use converge_ledger::storage::DurabilityMode;
@@ -16,7 +16,8 @@ use std::process::ExitCode;
 ledger over gRPC (converge.context.v1).\n\nFive operations — Append, Get, Snapshot, Load, Watch — and \
 nothing else: history is never rewritten. Every entry carries a SHA-256 content hash and a Lamport \
 clock; every context is an RFC 9162 Merkle tree.\n\nStart a server with `converge-ledger serve`; \
-the other commands are clients of a running server."
+the other commands are clients of a running server, except `verify-snapshot` and `keygen`, which \
+work offline."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Client(ClientCommand),
+    #[command(flatten)]
+    Integrity(IntegrityCommand),
 }
 
 fn init_tracing(filter: &str) -> Result<(), String> {
@@ -94,11 +97,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
              Every AppendResponse says MEMORY."
         ),
     }
+    // The key that signs checkpoints, as name+id, or "none" (no --signing-key).
+    let checkpoint_key = match &ledger.shared().checkpoint_signer {
+        Some(s) => format!("{}+{:08x}", s.name(), s.key_id()),
+        None => "none".to_string(),
+    };
     tracing::info!(
         listen = %ledger.local_addr(),
         storage = %storage,
         durability = ?ledger.durability(),
         max_payload_bytes = config.limits.payload_bytes_max,
+        checkpoint_key = %checkpoint_key,
         "converge-ledger ready"
     );
     let crashed = tokio::select! {
@@ -130,6 +139,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Client(cmd) => run_client(cmd).await,
+            Command::Integrity(cmd) => run_integrity(cmd).await,
         }
     })
 }

@@ -3,6 +3,7 @@
 
 use crate::actors::{LedgerSupervisor, LedgerSupervisorArgs, Shared};
 use crate::config::{Config, StorageConfig};
+use crate::integrity::NoteSigner;
 use crate::storage::{DurabilityMode, Store};
 use ractor::{Actor, ActorRef};
 use std::net::SocketAddr;
@@ -33,6 +34,25 @@ pub enum StartError {
     Storage(#[from] crate::storage::StorageError),
     #[error("cannot start the supervision tree: {0}")]
     Tree(String),
+    #[error("signing key {path}: {reason}")]
+    SigningKey { path: String, reason: String },
+}
+
+/// Reads the checkpoint signing key (`serve --signing-key`), if one is configured.
+fn load_signer(config: &Config) -> Result<Option<NoteSigner>, StartError> {
+    let Some(path) = &config.signing_key else {
+        return Ok(None);
+    };
+    let fail = |reason: String| StartError::SigningKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    NoteSigner::parse(&text).map(Some).map_err(|e| {
+        fail(format!(
+            "{e} (write one with `converge-ledger keygen --out FILE`)"
+        ))
+    })
 }
 
 static NAMESPACE: AtomicU64 = AtomicU64::new(1);
@@ -40,6 +60,7 @@ static NAMESPACE: AtomicU64 = AtomicU64::new(1);
 impl Ledger {
     /// Binds, opens storage and starts every actor; returns once the server accepts calls.
     pub async fn start(config: &Config) -> Result<Ledger, StartError> {
+        let signer = load_signer(config)?;
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
                 addr: config.listen,
@@ -70,6 +91,7 @@ impl Ledger {
             config.snapshot_bytes_max,
             config.context_idle,
             shutdown_rx,
+            signer,
         );
         let (root, root_done) = Actor::spawn(
             Some(format!("{namespace}/ledger_supervisor")),

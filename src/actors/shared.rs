@@ -7,6 +7,7 @@
 
 use super::watch::WatchHub;
 use crate::error::LedgerError;
+use crate::integrity::NoteSigner;
 use crate::model::Limits;
 use crate::storage::{Store, WriterMsg};
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -30,6 +31,8 @@ pub struct Shared {
     pub context_idle: Duration,
     /// Becomes true when the server starts shutting down; watch streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Signs the checkpoints Root returns (`serve --signing-key`); None = unsigned.
+    pub checkpoint_signer: Option<NoteSigner>,
 }
 
 impl Shared {
@@ -40,6 +43,7 @@ impl Shared {
         snapshot_bytes_max: usize,
         context_idle: Duration,
         shutdown: watch::Receiver<bool>,
+        checkpoint_signer: Option<NoteSigner>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             namespace,
@@ -50,6 +54,7 @@ impl Shared {
             watch_hub: ArcSwap::from_pointee(WatchHub::new()),
             context_idle,
             shutdown,
+            checkpoint_signer,
         })
     }
 

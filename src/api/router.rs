@@ -1,8 +1,10 @@
-//! The tonic router: ContextService, health (grpc.health.v1) and reflection (v1, v1alpha).
+//! The tonic router: ContextService, IntegrityService, health (grpc.health.v1) and
+//! reflection (v1, v1alpha).
 
-use super::ContextApi;
+use super::{ContextApi, IntegrityApi};
 use crate::actors::Shared;
 use crate::proto::context_service_server::ContextServiceServer;
+use crate::proto::integrity_service_server::IntegrityServiceServer;
 use std::sync::Arc;
 use tonic::transport::server::Router;
 
@@ -20,11 +22,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let context = ContextServiceServer::new(ContextApi::new(shared.clone()))
         .max_decoding_message_size(max_in)
         .max_encoding_message_size(max_out);
+    // Integrity requests and answers are small (an audit path is at most 64 hashes).
+    let integrity = IntegrityServiceServer::new(IntegrityApi::new(shared.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Serving from the moment the router exists: the tree below is already started.
     tokio::spawn(async move {
         health_reporter
             .set_serving::<ContextServiceServer<ContextApi>>()
+            .await;
+        health_reporter
+            .set_serving::<IntegrityServiceServer<IntegrityApi>>()
             .await;
     });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -43,4 +50,5 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(context)
+        .add_service(integrity)
 }

@@ -29,18 +29,18 @@ pub(super) async fn run(cmd: ClientCommand) -> Result<(), CliError> {
 
 /// Stdout, flushed after every line so `watch` output reaches a pipe at once. A closed
 /// pipe (`| head`) ends the command quietly instead of panicking.
-struct Out {
+pub(super) struct Out {
     w: std::io::Stdout,
 }
 
 impl Out {
-    fn stdout() -> Self {
+    pub(super) fn stdout() -> Self {
         Out {
             w: std::io::stdout(),
         }
     }
 
-    fn line(&mut self, text: &str) -> Result<(), CliError> {
+    pub(super) fn line(&mut self, text: &str) -> Result<(), CliError> {
         let mut w = self.w.lock();
         writeln!(w, "{text}")
             .and_then(|()| w.flush())
@@ -51,7 +51,7 @@ impl Out {
     }
 }
 
-async fn connect(common: &CommonArgs) -> Result<LedgerClient, CliError> {
+pub(super) async fn connect(common: &CommonArgs) -> Result<LedgerClient, CliError> {
     Ok(LedgerClient::connect(&common.server).await?)
 }
 
@@ -296,7 +296,11 @@ async fn snapshot(args: SnapshotArgs, out: &mut Out) -> Result<(), CliError> {
     }
 }
 
-async fn write_all(mut file: tokio::fs::File, path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(super) async fn write_all(
+    mut file: tokio::fs::File,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), CliError> {
     use tokio::io::AsyncWriteExt;
     let err = |e: std::io::Error| CliError::Local(format!("cannot write {}: {e}", path.display()));
     file.write_all(bytes).await.map_err(err)?;
@@ -304,7 +308,7 @@ async fn write_all(mut file: tokio::fs::File, path: &Path, bytes: &[u8]) -> Resu
 }
 
 /// `FILE` → `FILE.partial`, next to it so the final rename stays on one file system.
-fn partial_path(path: &Path) -> PathBuf {
+pub(super) fn partial_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)

@@ -2,11 +2,22 @@
 //! `snapshot` and `load`. `main.rs` embeds [`ClientCommand`] in its own subcommand enum
 //! with `#[command(flatten)]` and hands it to [`run_client`].
 //!
+//! The integrity commands, [`IntegrityCommand`] run by [`run_integrity`]: `verify` (the
+//! auditor), `verify-snapshot` (offline) and `keygen` (checkpoint signing keys). They add
+//! exit status [`EXIT_VERIFY_FAILED`] for "checked, and it does not verify".
+//!
 //! Every command prints readable text by default and one JSON object per line with
 //! `--json`; errors go to stderr as `error: ...` with the exit codes of [`EXIT_CODES_HELP`].
 
 mod commands;
+pub mod keygen;
 pub mod render;
+pub mod verify;
+pub mod verify_snapshot;
+
+pub use keygen::KeygenArgs;
+pub use verify::VerifyArgs;
+pub use verify_snapshot::VerifySnapshotArgs;
 
 use crate::client::{status_line, ClientError};
 use clap::{Args, Subcommand};
@@ -23,6 +34,19 @@ pub const EXIT_SERVER_ERROR: u8 = 1;
 /// Exit status for a usage or local error: a bad argument or URL, a file that cannot be
 /// read or written. (clap uses 2 for its own usage errors too.)
 pub const EXIT_USAGE_ERROR: u8 = 2;
+
+/// Exit status when verification ran and something does not verify (`verify`,
+/// `verify-snapshot`): distinct from 1, which means nothing could be concluded.
+pub const EXIT_VERIFY_FAILED: u8 = 3;
+
+/// The exit-code convention of the verify commands, shown after their `--help`.
+pub const VERIFY_EXIT_CODES_HELP: &str = "\
+Exit status:
+  0  everything verified
+  1  the server answered with an error or could not be reached: nothing was concluded
+  2  usage or local error: a bad argument, key or URL, a file that cannot be read or written
+  3  verification failed: stderr says `error: verification failed: ...` with the first
+     mismatch (the sequence, and the expected and received values)";
 
 /// The exit-code convention, shown after every client command's `--help`.
 pub const EXIT_CODES_HELP: &str = "\
@@ -50,6 +74,23 @@ pub enum ClientCommand {
     /// Restore a context from a snapshot file; the server verifies every hash and the root.
     #[command(after_help = EXIT_CODES_HELP)]
     Load(LoadArgs),
+}
+
+/// The integrity commands: auditing a ledger, checking snapshot files, making keys.
+#[derive(Subcommand, Debug)]
+pub enum IntegrityCommand {
+    /// Audit a context: stream every entry, recompute every content hash and the Merkle
+    /// root, check the server's root, its signed checkpoint and its consistency with an
+    /// earlier checkpoint; save the new checkpoint.
+    #[command(after_help = VERIFY_EXIT_CODES_HELP)]
+    Verify(VerifyArgs),
+    /// Check a snapshot file offline: format, sequences, clocks, every content hash, the root.
+    #[command(after_help = VERIFY_EXIT_CODES_HELP)]
+    VerifySnapshot(VerifySnapshotArgs),
+    /// Write a new Ed25519 key for signing checkpoints (serve --signing-key) and its
+    /// verifier key (verify --trusted-key).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Keygen(KeygenArgs),
 }
 
 /// The options every client command takes.
@@ -191,6 +232,9 @@ pub enum CliError {
     /// The server answered with an error (exit 1).
     #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
+    /// Verification ran and something does not verify (exit 3).
+    #[error("verification failed: {0}")]
+    Unverified(String),
     /// Stdout was closed (`| head`): stop quietly with success.
     #[error("stdout closed")]
     StdoutClosed,
@@ -202,6 +246,7 @@ impl CliError {
             CliError::Usage(_) | CliError::Local(_) => EXIT_USAGE_ERROR,
             CliError::Client(ClientError::InvalidUrl { .. }) => EXIT_USAGE_ERROR,
             CliError::Client(_) | CliError::Status(_) => EXIT_SERVER_ERROR,
+            CliError::Unverified(_) => EXIT_VERIFY_FAILED,
             CliError::StdoutClosed => 0,
         }
     }
@@ -211,6 +256,23 @@ impl CliError {
 /// stderr, and returns the exit status ([`EXIT_CODES_HELP`]).
 pub async fn run_client(cmd: ClientCommand) -> ExitCode {
     match commands::run(cmd).await {
+        Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs one integrity command, like [`run_client`].
+pub async fn run_integrity(cmd: IntegrityCommand) -> ExitCode {
+    let mut out = commands::Out::stdout();
+    let result = match cmd {
+        IntegrityCommand::Verify(a) => verify::run(a, &mut out).await,
+        IntegrityCommand::VerifySnapshot(a) => verify_snapshot::run(a, &mut out),
+        IntegrityCommand::Keygen(a) => keygen::run(a, &mut out),
+    };
+    match result {
         Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

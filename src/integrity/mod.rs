@@ -5,13 +5,20 @@
 //! - `proof`: inclusion and consistency proofs and historical roots from stored subtree
 //!   hashes, and their verification.
 //! - `lamport`: the Lamport clock rule.
+//! - `replay`: what an auditor recomputes from entries it does not trust.
+//! - `note_key`, `note`: Ed25519 keys and C2SP signed notes.
+//! - `checkpoint`: a root as a C2SP tlog-checkpoint, signed as a note.
 //!
 //! Pure: no I/O, no async, no storage types. See docs/INTEGRITY.md for the exact contract.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod lamport;
 pub mod merkle;
+pub mod note;
+pub mod note_key;
 pub mod proof;
+pub mod replay;
 
 #[cfg(test)]
 mod reference;
@@ -21,12 +28,16 @@ mod tests;
 mod vectors;
 
 pub use canonical::{canonical_bytes, content_hash, entry_content_hash};
+pub use checkpoint::{Checkpoint, CheckpointError, SignatureCheck};
 pub use lamport::{next_clock, ClockOverflow};
 pub use merkle::{
     empty_root, frontier_positions, leaf_hash, node_hash, root_of_frontier, Frontier,
     FrontierError, NodePos,
 };
+pub use note::{Note, NoteError};
+pub use note_key::{KeyError, NoteSigner, NoteVerifier};
 pub use proof::{
     consistency_proof, frontier_at, inclusion_proof, root_at, verify_consistency, verify_inclusion,
     MemoryTree, NodeOutOfRange, NodeSource, ProofError,
 };
+pub use replay::{Mismatch, Replay};

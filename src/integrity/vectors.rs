@@ -66,6 +66,16 @@ pub(crate) fn demo_entries() -> Vec<Entry> {
         .collect()
 }
 
+const DEMO_KEY_NAME: &str = "demo-ledger";
+/// RFC 8032 §7.1 TEST 1: a published seed, so anyone can reproduce the signature (never use
+/// it for a real ledger).
+const DEMO_SEED_HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+fn demo_signer() -> NoteSigner {
+    let seed: [u8; 32] = hex::decode(DEMO_SEED_HEX).unwrap().try_into().unwrap();
+    NoteSigner::from_seed(DEMO_KEY_NAME, &seed).unwrap()
+}
+
 fn hexes(hs: &[Hash]) -> String {
     hs.iter()
         .enumerate()
@@ -141,8 +151,18 @@ fn render() -> String {
     let proof = consistency_proof(&tree, 3, 7).unwrap();
     let _ = writeln!(
         s,
-        "Consistency proof from size 3 to size 7:\n\n```text\n{}```",
+        "Consistency proof from size 3 to size 7:\n\n```text\n{}```\n",
         hexes(&proof)
+    );
+    let signer = demo_signer();
+    let _ = writeln!(
+        s,
+        "Signed checkpoint of size 7, with the test key whose Ed25519 seed is RFC 8032 §7.1 \
+         TEST 1's (`{DEMO_SEED_HEX}`), named `{DEMO_KEY_NAME}`; verifier key \
+         `{}`, key id `{:08x}`:\n\n```text\n{}```",
+        signer.verifier().encode(),
+        signer.key_id(),
+        Checkpoint::new(CONTEXT, 7, root_at(&tree, 7).unwrap()).sign(&signer)
     );
     s.push_str(END);
     s
@@ -159,6 +179,9 @@ fn the_published_vectors_verify() {
     let proof = consistency_proof(&tree, 3, 7).unwrap();
     let root3 = root_at(&tree, 3).unwrap();
     assert_eq!(verify_consistency(3, 7, &root3, &root7, &proof), Ok(()));
+    let note = Checkpoint::new(CONTEXT, 7, root7).sign(&demo_signer());
+    let (cp, _) = checkpoint::read(note.as_bytes(), Some(&demo_signer().verifier())).unwrap();
+    assert_eq!((cp.tree_size, cp.root), (7, root7));
 }
 
 #[test]
