@@ -1,6 +1,7 @@
 //! `converge-ledger`: the server (`serve`) and its client commands in one binary.
 
 use clap::{Parser, Subcommand};
+use converge_ledger::cli::bench::{run_bench, BenchArgs};
 use converge_ledger::cli::{run_client, ClientCommand};
 use converge_ledger::config::{Config, ServeArgs, StorageConfig};
 use converge_ledger::server::Ledger;
@@ -29,6 +30,9 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Client(ClientCommand),
+    /// Load-test a running server: append, read-tail, watch or snapshot-load workloads;
+    /// ops/s and latency percentiles with the server's durability mode.
+    Bench(BenchArgs),
 }
 
 fn init_tracing(filter: &str) -> Result<(), String> {
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Client(cmd) => run_client(cmd).await,
+            Command::Bench(args) => run_bench(args).await,
         }
     })
 }

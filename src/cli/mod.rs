@@ -1,10 +1,11 @@
 //! The client subcommands of the `converge-ledger` binary: `append`, `get`, `watch`,
-//! `snapshot` and `load`. `main.rs` embeds [`ClientCommand`] in its own subcommand enum
+//! `snapshot` and `load`, and the load generator `bench` (in `bench`). `main.rs` embeds [`ClientCommand`] in its own subcommand enum
 //! with `#[command(flatten)]` and hands it to [`run_client`].
 //!
 //! Every command prints readable text by default and one JSON object per line with
 //! `--json`; errors go to stderr as `error: ...` with the exit codes of [`EXIT_CODES_HELP`].
 
+pub mod bench;
 mod commands;
 pub mod render;
 

@@ -8,4 +8,4 @@ pub mod writer;
 
 pub use codec::{decode_entry, encode_entry, CodecError};
 pub use store::{ContextNodes, DurabilityMode, Head, StorageError, Store, StoreReader};
-pub use writer::{spawn_writer, CommitResult, OnDone, WriteOp, WriterMsg};
+pub use writer::{commit_batch, spawn_writer, CommitResult, OnDone, WriteOp, WriterMsg};

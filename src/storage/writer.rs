@@ -167,7 +167,10 @@ fn sync(store: &Store) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
+/// Commits `batch` in one transaction (one fsync in `Fsynced` mode) and completes every
+/// op, in order; drains the vector. The writer thread's step, public for benchmarks that
+/// need an exact batch size.
+pub fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
     let started = Instant::now();
     let ops = batch.len();
     let mut outcomes: Vec<Result<(), LedgerError>> = Vec::with_capacity(ops);
