@@ -13,7 +13,7 @@
 //! sequence is one past the stored latest). A ContextActor that was restarted, or whose
 //! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
 
-use super::codec::encode_entry;
+use super::codec::encode_entry_into;
 use super::schema::{ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES};
 use super::store::{DurabilityMode, StorageError, Store};
 use crate::error::LedgerError;
@@ -213,7 +213,8 @@ fn write_batch(
         let mut idem = txn.open_table(IDEMPOTENCY)?;
         // Latest sequence per context as this transaction goes, so ops of one context in
         // one batch chain without re-reading.
-        let mut latest: HashMap<&str, u64> = HashMap::new();
+        let mut latest: HashMap<&str, u64> = HashMap::with_capacity(batch.len());
+        let mut value = Vec::with_capacity(512);
         for op in batch {
             let ctx: &str = &op.context_id;
             let stored = match latest.get(ctx) {
@@ -241,7 +242,8 @@ fn write_batch(
             for e in &op.entries {
                 debug_assert_eq!(e.sequence, seq + 1, "entries of an op are consecutive");
                 seq = e.sequence;
-                entries.insert((ctx, e.sequence), encode_entry(e).as_slice())?;
+                encode_entry_into(&mut value, e);
+                entries.insert((ctx, e.sequence), value.as_slice())?;
                 key_index.insert((ctx, e.key.as_str(), e.sequence), ())?;
             }
             for (pos, hash) in &op.nodes {
