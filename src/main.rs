@@ -1,6 +1,7 @@
 //! `converge-ledger`: the server (`serve`) and its client commands in one binary.
 
 use clap::{Parser, Subcommand};
+use converge_ledger::cli::bench::{run_bench, BenchArgs};
 use converge_ledger::cli::{run_client, run_integrity, ClientCommand, IntegrityCommand};
 use converge_ledger::config::{Config, ServeArgs, StorageConfig};
 use converge_ledger::server::Ledger;
@@ -32,6 +33,9 @@ enum Command {
     Client(ClientCommand),
     #[command(flatten)]
     Integrity(IntegrityCommand),
+    /// Load-test a running server: append, read-tail, watch or snapshot-load workloads;
+    /// ops/s and latency percentiles with the server's durability mode.
+    Bench(BenchArgs),
 }
 
 fn init_tracing(filter: &str) -> Result<(), String> {
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Client(cmd) => run_client(cmd).await,
             Command::Integrity(cmd) => run_integrity(cmd).await,
+            Command::Bench(args) => run_bench(args).await,
         }
     })
 }

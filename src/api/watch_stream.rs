@@ -272,10 +272,14 @@ struct Page {
     done: bool,
 }
 
+/// The wire form of a live event: converted once per event, then cloned per watcher (the
+/// payload, hash and root are shared `Bytes`; only the id and key strings are copied).
 fn live_event(ev: &LiveEvent) -> proto::WatchEvent {
-    proto::WatchEvent {
-        entry: Some(entry_to_proto(ev.entry.clone())),
-        merkle_root: hash_bytes(&ev.merkle_root),
-        caught_up: false,
-    }
+    ev.wire
+        .get_or_init(|| proto::WatchEvent {
+            entry: Some(entry_to_proto(ev.entry.clone())),
+            merkle_root: hash_bytes(&ev.merkle_root),
+            caught_up: false,
+        })
+        .clone()
 }

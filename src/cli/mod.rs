@@ -1,5 +1,5 @@
 //! The client subcommands of the `converge-ledger` binary: `append`, `get`, `watch`,
-//! `snapshot` and `load`. `main.rs` embeds [`ClientCommand`] in its own subcommand enum
+//! `snapshot` and `load`, and the load generator `bench` (in `bench`). `main.rs` embeds [`ClientCommand`] in its own subcommand enum
 //! with `#[command(flatten)]` and hands it to [`run_client`].
 //!
 //! The integrity commands, [`IntegrityCommand`] run by [`run_integrity`]: `verify` (the
@@ -9,6 +9,7 @@
 //! Every command prints readable text by default and one JSON object per line with
 //! `--json`; errors go to stderr as `error: ...` with the exit codes of [`EXIT_CODES_HELP`].
 
+pub mod bench;
 mod commands;
 pub mod keygen;
 pub mod render;

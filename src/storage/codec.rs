@@ -23,23 +23,29 @@ pub struct CodecError(pub String);
 
 /// Encodes everything but the sequence (which is in the key).
 pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_entry_into(&mut out, e);
+    out
+}
+
+/// Like [`encode_entry`], into a cleared, reused buffer (the writer encodes every entry of
+/// a batch into the same one).
+pub fn encode_entry_into(out: &mut Vec<u8>, e: &Entry) {
     let meta_len: usize = e.metadata.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    let mut out = Vec::with_capacity(
-        HASH_END + 16 + 12 + e.id.len() + e.key.len() + meta_len + 4 + e.payload.len(),
-    );
+    out.clear();
+    out.reserve(HASH_END + 16 + 12 + e.id.len() + e.key.len() + meta_len + 4 + e.payload.len());
     out.push(FORMAT_V1);
     out.extend_from_slice(&e.content_hash);
     out.extend_from_slice(&e.lamport_clock.to_be_bytes());
     out.extend_from_slice(&e.appended_at_ns.to_be_bytes());
-    put_bytes(&mut out, e.id.as_bytes());
-    put_bytes(&mut out, e.key.as_bytes());
+    put_bytes(out, e.id.as_bytes());
+    put_bytes(out, e.key.as_bytes());
     out.extend_from_slice(&(e.metadata.len() as u32).to_be_bytes());
     for (k, v) in &e.metadata {
-        put_bytes(&mut out, k.as_bytes());
-        put_bytes(&mut out, v.as_bytes());
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
     }
-    put_bytes(&mut out, &e.payload);
-    out
+    put_bytes(out, &e.payload);
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -72,6 +78,21 @@ pub fn stored_lamport_clock(value: &[u8]) -> Result<u64, CodecError> {
 
 /// Decodes a stored value back into the entry with the given sequence.
 pub fn decode_entry(sequence: u64, value: &[u8]) -> Result<Entry, CodecError> {
+    decode_entry_with(sequence, value, Bytes::copy_from_slice)
+}
+
+/// Decodes a value that lies inside `page` (a buffer holding several stored values): the
+/// payload is a slice of `page`, not a copy, so a page of entries costs one allocation
+/// for all their payloads.
+pub fn decode_entry_in(sequence: u64, page: &Bytes, value: &[u8]) -> Result<Entry, CodecError> {
+    decode_entry_with(sequence, value, |p| page.slice_ref(p))
+}
+
+fn decode_entry_with(
+    sequence: u64,
+    value: &[u8],
+    payload_bytes: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<Entry, CodecError> {
     let content_hash = stored_content_hash(value)?;
     let mut r = Reader {
         buf: value,
@@ -88,7 +109,7 @@ pub fn decode_entry(sequence: u64, value: &[u8]) -> Result<Entry, CodecError> {
         let v = r.string("metadata value")?;
         metadata.insert(k, v);
     }
-    let payload = Bytes::copy_from_slice(r.bytes()?);
+    let payload = payload_bytes(r.bytes()?);
     if r.pos != value.len() {
         return Err(CodecError(format!(
             "{} trailing bytes after entry {sequence}",
@@ -177,6 +198,25 @@ mod tests {
         assert_eq!(decode_entry(7, &v).unwrap(), e);
         assert_eq!(stored_content_hash(&v).unwrap(), [9; 32]);
         assert_eq!(stored_lamport_clock(&v).unwrap(), 42);
+    }
+
+    #[test]
+    fn decoding_inside_a_page_shares_the_page() {
+        let a = entry("k", b"first payload", &[("m", "1")]);
+        let b = entry("", b"second", &[]);
+        let (va, vb) = (encode_entry(&a), encode_entry(&b));
+        let mut reused = Vec::new();
+        encode_entry_into(&mut reused, &b);
+        assert_eq!(reused, vb);
+        let page = Bytes::from([va.clone(), vb.clone()].concat());
+        let (pa, pb) = page.split_at(va.len());
+        assert_eq!(decode_entry_in(7, &page, pa).unwrap(), a);
+        let db = decode_entry_in(7, &page, pb).unwrap();
+        assert_eq!(db, b);
+        // The payload points into the page.
+        let start = page.as_ptr() as usize;
+        let p = db.payload.as_ptr() as usize;
+        assert!(p >= start && p < start + page.len());
     }
 
     #[test]

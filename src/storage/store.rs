@@ -2,15 +2,17 @@
 //! thread in their own read transaction (a consistent view), concurrently with the writer;
 //! no read goes through an actor. Writes go through `writer` only.
 
-use super::codec::{decode_entry, stored_content_hash, stored_lamport_clock, CodecError};
+use super::codec::{
+    decode_entry, decode_entry_in, stored_content_hash, stored_lamport_clock, CodecError,
+};
 use super::schema::{ENTRIES, IDEMPOTENCY, KEY_INDEX, LAYOUT_VERSION, MERKLE_NODES, META};
 use crate::error::LedgerError;
 use crate::integrity::merkle::{leaf_hash, Frontier, NodePos};
 use crate::integrity::proof::{frontier_at, NodeSource};
 use crate::model::{Entry, Hash};
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How commits reach the disk. Chosen once at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,19 +139,62 @@ impl Store {
     pub fn reader(&self) -> Result<StoreReader, StorageError> {
         Ok(StoreReader {
             txn: self.db.begin_read()?,
+            entries: OnceLock::new(),
+            key_index: OnceLock::new(),
+            nodes: OnceLock::new(),
         })
     }
 }
 
 /// Reads within one read transaction: everything it returns describes the same instant.
+///
+/// Each table is opened at most once per reader (opening one walks redb's table tree), so
+/// a Get — entries, latest sequence, root from O(log n) Merkle nodes — opens each table once.
 pub struct StoreReader {
     txn: ReadTransaction,
+    entries: OnceLock<ReadOnlyTable<(&'static str, u64), &'static [u8]>>,
+    key_index: OnceLock<ReadOnlyTable<(&'static str, &'static str, u64), ()>>,
+    nodes: OnceLock<ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>>,
+}
+
+/// A key-filtered read walks ENTRIES with one cursor alongside the key index while the
+/// next match is at most this many entries ahead; further, it seeks (a B-tree descent).
+const MERGE_SCAN_GAP_MAX: u64 = 32;
+
+fn cached<'a, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    cell: &'a OnceLock<ReadOnlyTable<K, V>>,
+    def: redb::TableDefinition<K, V>,
+) -> Result<&'a ReadOnlyTable<K, V>, StorageError> {
+    if let Some(t) = cell.get() {
+        return Ok(t);
+    }
+    let t = txn.open_table(def)?;
+    Ok(cell.get_or_init(|| t))
 }
 
 impl StoreReader {
+    fn entries_table(
+        &self,
+    ) -> Result<&ReadOnlyTable<(&'static str, u64), &'static [u8]>, StorageError> {
+        cached(&self.txn, &self.entries, ENTRIES)
+    }
+
+    fn key_index_table(
+        &self,
+    ) -> Result<&ReadOnlyTable<(&'static str, &'static str, u64), ()>, StorageError> {
+        cached(&self.txn, &self.key_index, KEY_INDEX)
+    }
+
+    fn nodes_table(
+        &self,
+    ) -> Result<&ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>, StorageError> {
+        cached(&self.txn, &self.nodes, MERKLE_NODES)
+    }
+
     /// The latest sequence of a context (0 when it has no entries).
     pub fn latest_sequence(&self, ctx: &str) -> Result<u64, StorageError> {
-        let t = self.txn.open_table(ENTRIES)?;
+        let t = self.entries_table()?;
         let last = t.range((ctx, 0u64)..=(ctx, u64::MAX))?.next_back();
         Ok(match last {
             Some(r) => r?.0.value().1,
@@ -159,7 +204,7 @@ impl StoreReader {
 
     /// The head a ContextActor continues from: O(log n) reads.
     pub fn head(&self, ctx: &str) -> Result<Head, StorageError> {
-        let t = self.txn.open_table(ENTRIES)?;
+        let t = self.entries_table()?;
         let last = t.range((ctx, 0u64)..=(ctx, u64::MAX))?.next_back();
         let (sequence, lamport_clock) = match last {
             Some(r) => {
@@ -178,7 +223,7 @@ impl StoreReader {
 
     /// One entry, if it exists.
     pub fn entry(&self, ctx: &str, sequence: u64) -> Result<Option<Entry>, StorageError> {
-        let t = self.txn.open_table(ENTRIES)?;
+        let t = self.entries_table()?;
         let v = t.get((ctx, sequence))?;
         Ok(match v {
             Some(v) => Some(decode_entry(sequence, v.value())?),
@@ -188,6 +233,9 @@ impl StoreReader {
 
     /// Up to `limit` entries (0 = no limit) with sequence > `after`, in ascending order;
     /// with a key, only that key's entries (through the key index).
+    ///
+    /// The stored values are copied once into one buffer and the entries' payloads are
+    /// slices of it: one allocation for all payloads instead of one each.
     pub fn entries_after(
         &self,
         ctx: &str,
@@ -197,28 +245,61 @@ impl StoreReader {
     ) -> Result<Vec<Entry>, StorageError> {
         let limit = if limit == 0 { usize::MAX } else { limit };
         let start = after.saturating_add(1);
-        let entries = self.txn.open_table(ENTRIES)?;
-        let mut out = Vec::new();
+        let entries = self.entries_table()?;
+        // (sequence, end offset in `page`) of each value, in order.
+        let mut found: Vec<(u64, usize)> = Vec::new();
+        let mut page: Vec<u8> = Vec::new();
+        let mut keep = |seq: u64, value: &[u8]| {
+            page.extend_from_slice(value);
+            found.push((seq, page.len()));
+        };
         match key {
             None => {
                 for r in entries.range((ctx, start)..=(ctx, u64::MAX))?.take(limit) {
                     let (k, v) = r?;
-                    out.push(decode_entry(k.value().1, v.value())?);
+                    keep(k.value().1, v.value());
                 }
             }
             Some(key) => {
-                let index = self.txn.open_table(KEY_INDEX)?;
+                let index = self.key_index_table()?;
+                // A cursor over ENTRIES that follows the index: matching entries usually sit
+                // close together (often every entry has the key), so walking beats one
+                // B-tree descent per match. `cursor_at` = the last sequence it yielded.
+                let mut cursor: Option<(
+                    redb::Range<'static, (&'static str, u64), &'static [u8]>,
+                    u64,
+                )> = None;
                 for r in index
                     .range((ctx, key, start)..=(ctx, key, u64::MAX))?
                     .take(limit)
                 {
                     let seq = r?.0.value().2;
-                    let v = entries.get((ctx, seq))?.ok_or_else(|| {
-                        CodecError(format!("key index names missing entry {seq}"))
-                    })?;
-                    out.push(decode_entry(seq, v.value())?);
+                    let missing = || CodecError(format!("key index names missing entry {seq}"));
+                    if !matches!(&cursor, Some((_, at)) if *at < seq && seq - *at <= MERGE_SCAN_GAP_MAX)
+                    {
+                        cursor = Some((entries.range((ctx, seq)..=(ctx, u64::MAX))?, seq - 1));
+                    }
+                    let (range, at) = cursor.as_mut().expect("cursor set above");
+                    loop {
+                        let (k, v) = range.next().ok_or_else(missing)??;
+                        *at = k.value().1;
+                        if *at == seq {
+                            keep(seq, v.value());
+                            break;
+                        }
+                        if *at > seq {
+                            return Err(missing().into());
+                        }
+                    }
                 }
             }
+        }
+        let page = bytes::Bytes::from(page);
+        let mut out = Vec::with_capacity(found.len());
+        let mut begin = 0;
+        for (seq, end) in found {
+            out.push(decode_entry_in(seq, &page, &page[begin..end])?);
+            begin = end;
         }
         Ok(out)
     }
@@ -247,14 +328,14 @@ impl NodeSource for ContextNodes<'_> {
 
     fn node(&self, pos: NodePos) -> Result<Hash, StorageError> {
         if pos.level == 0 {
-            let t = self.reader.txn.open_table(ENTRIES)?;
+            let t = self.reader.entries_table()?;
             let seq = pos.index + 1;
             let v = t
                 .get((self.ctx, seq))?
                 .ok_or_else(|| CodecError(format!("merkle leaf {seq} has no entry")))?;
             return Ok(leaf_hash(&stored_content_hash(v.value())?));
         }
-        let t = self.reader.txn.open_table(MERKLE_NODES)?;
+        let t = self.reader.nodes_table()?;
         let v = t
             .get((self.ctx, pos.level, pos.index))?
             .ok_or_else(|| CodecError(format!("merkle node {pos:?} is missing")))?;

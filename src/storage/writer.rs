@@ -13,7 +13,7 @@
 //! sequence is one past the stored latest). A ContextActor that was restarted, or whose
 //! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
 
-use super::codec::encode_entry;
+use super::codec::encode_entry_into;
 use super::schema::{ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES};
 use super::store::{DurabilityMode, StorageError, Store};
 use crate::error::LedgerError;
@@ -167,7 +167,10 @@ fn sync(store: &Store) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
+/// Commits `batch` in one transaction (one fsync in `Fsynced` mode) and completes every
+/// op, in order; drains the vector. The writer thread's step, public for benchmarks that
+/// need an exact batch size.
+pub fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
     let started = Instant::now();
     let ops = batch.len();
     let mut outcomes: Vec<Result<(), LedgerError>> = Vec::with_capacity(ops);
@@ -210,7 +213,8 @@ fn write_batch(
         let mut idem = txn.open_table(IDEMPOTENCY)?;
         // Latest sequence per context as this transaction goes, so ops of one context in
         // one batch chain without re-reading.
-        let mut latest: HashMap<&str, u64> = HashMap::new();
+        let mut latest: HashMap<&str, u64> = HashMap::with_capacity(batch.len());
+        let mut value = Vec::with_capacity(512);
         for op in batch {
             let ctx: &str = &op.context_id;
             let stored = match latest.get(ctx) {
@@ -238,7 +242,8 @@ fn write_batch(
             for e in &op.entries {
                 debug_assert_eq!(e.sequence, seq + 1, "entries of an op are consecutive");
                 seq = e.sequence;
-                entries.insert((ctx, e.sequence), encode_entry(e).as_slice())?;
+                encode_entry_into(&mut value, e);
+                entries.insert((ctx, e.sequence), value.as_slice())?;
                 key_index.insert((ctx, e.key.as_str(), e.sequence), ())?;
             }
             for (pos, hash) in &op.nodes {

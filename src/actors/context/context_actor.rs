@@ -22,6 +22,7 @@ use crate::storage::{DurabilityMode, OnDone, WriteOp, WriterMsg};
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,7 +62,9 @@ pub struct LoadOutcome {
 pub enum ContextMsg {
     Append(AppendInput, RpcReplyPort<LedgerResult<AppendOutcome>>),
     Load(LoadInput, RpcReplyPort<LedgerResult<LoadOutcome>>),
-    /// From the writer: the op ending at `through` is committed.
+    /// From the writer: the op ending at `through`, which remembered idempotency keys, is
+    /// committed. (Other ops only decrement the shared in-flight count: no message, so a
+    /// plain append costs the actor one message, not two.)
     Committed {
         through: u64,
     },
@@ -85,13 +88,24 @@ pub struct ContextState {
     sequence: u64,
     lamport_clock: u64,
     frontier: Frontier,
-    /// Ops handed to the writer and not yet reported back.
-    ops_in_flight: usize,
+    /// Ops handed to the writer and not yet completed; decremented by the completion, on
+    /// the writer thread.
+    ops_in_flight: Arc<AtomicUsize>,
     /// Idempotency keys of in-flight entries: a retry racing the first attempt waits for it.
     idempotency_in_flight: HashMap<String, Entry>,
     /// Retries of in-flight entries, answered when that entry commits.
     duplicate_waiters: Vec<(Entry, RpcReplyPort<LedgerResult<AppendOutcome>>)>,
     last_active: Instant,
+}
+
+/// A UUIDv7 from the append's own timestamp and 74 random bits from the thread-local
+/// generator: unique, time-ordered to the millisecond, and no `getrandom` system call per
+/// append (`Uuid::now_v7` made one or two).
+fn new_entry_id(appended_at_ns: u64) -> String {
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(appended_at_ns / 1_000_000, &random)
+        .into_uuid()
+        .to_string()
 }
 
 fn now_ns() -> u64 {
@@ -121,7 +135,7 @@ impl Actor for ContextActor {
             sequence: head.sequence,
             lamport_clock: head.lamport_clock,
             frontier: head.frontier,
-            ops_in_flight: 0,
+            ops_in_flight: Arc::new(AtomicUsize::new(0)),
             idempotency_in_flight: HashMap::new(),
             duplicate_waiters: Vec::new(),
             last_active: Instant::now(),
@@ -144,7 +158,6 @@ impl Actor for ContextActor {
                 load(&myself, state, input, reply).await;
             }
             ContextMsg::Committed { through } => {
-                state.ops_in_flight = state.ops_in_flight.saturating_sub(1);
                 state
                     .idempotency_in_flight
                     .retain(|_, e| e.sequence > through);
@@ -172,7 +185,7 @@ impl Actor for ContextActor {
                 myself.stop(Some(format!("write failed: {reason}")));
             }
             ContextMsg::IdleCheck => {
-                if state.ops_in_flight == 0
+                if state.ops_in_flight.load(Ordering::Acquire) == 0
                     && state.duplicate_waiters.is_empty()
                     && state.last_active.elapsed() >= state.shared.context_idle
                 {
@@ -184,30 +197,37 @@ impl Actor for ContextActor {
     }
 }
 
-/// The completion of a write: answer, publish, tell the actor. Runs on the writer thread.
+/// The completion of a write: answer, publish, tell the actor (only when it waits for
+/// this op's idempotency keys, or on failure). Runs on the writer thread.
 fn on_done<T: Send + 'static>(
     myself: &ActorRef<ContextMsg>,
-    shared: &Arc<Shared>,
-    context_id: &Arc<str>,
+    state: &ContextState,
+    notify_commit: bool,
     roots: Vec<Hash>,
     reply: RpcReplyPort<LedgerResult<T>>,
     answer: impl FnOnce(DurabilityMode, Vec<Entry>) -> T + Send + 'static,
 ) -> OnDone {
-    let (me, shared, ctx) = (myself.clone(), shared.clone(), context_id.clone());
+    let (me, shared, ctx) = (
+        myself.clone(),
+        state.shared.clone(),
+        state.context_id.clone(),
+    );
+    let in_flight = state.ops_in_flight.clone();
     Box::new(move |result, entries| match result {
         Ok(mode) => {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             let through = entries.last().map_or(0, |e| e.sequence);
             let hub = shared.watch_hub.load();
             for (entry, root) in entries.iter().zip(&roots) {
-                hub.publish(&ctx, || LiveEvent {
-                    entry: entry.clone(),
-                    merkle_root: *root,
-                });
+                hub.publish(&ctx, || LiveEvent::new(entry.clone(), *root));
             }
             let _ = reply.send(Ok(answer(mode, entries)));
-            let _ = me.cast(ContextMsg::Committed { through });
+            if notify_commit {
+                let _ = me.cast(ContextMsg::Committed { through });
+            }
         }
         Err(e) => {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
             let reason = e.to_string();
             let _ = reply.send(Err(e));
             let _ = me.cast(ContextMsg::CommitFailed { reason });
@@ -216,7 +236,7 @@ fn on_done<T: Send + 'static>(
 }
 
 async fn submit(state: &mut ContextState, op: WriteOp) {
-    state.ops_in_flight += 1;
+    state.ops_in_flight.fetch_add(1, Ordering::AcqRel);
     match state.shared.writer() {
         // On a closed queue the op is dropped inside the error, and its Drop answers
         // UNAVAILABLE and reports the failure back here.
@@ -275,7 +295,7 @@ async fn append(
     let mut nodes = Vec::new();
     state.frontier.push(leaf_hash(&hash), &mut nodes);
     let entry = Entry {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: new_entry_id(appended_at_ns),
         key: input.key,
         payload: input.payload,
         sequence,
@@ -296,8 +316,8 @@ async fn append(
     }
     let done = on_done(
         myself,
-        &state.shared,
-        &state.context_id,
+        state,
+        !idempotency.is_empty(),
         vec![state.frontier.root()],
         reply,
         |durability, mut entries| AppendOutcome {
@@ -365,7 +385,7 @@ async fn load(
     input: LoadInput,
     reply: RpcReplyPort<LedgerResult<LoadOutcome>>,
 ) {
-    if state.ops_in_flight > 0 {
+    if state.ops_in_flight.load(Ordering::Acquire) > 0 {
         // The prefix check needs a settled head: come back once in-flight writes report.
         let me = myself.clone();
         tokio::spawn(async move {
@@ -422,18 +442,13 @@ async fn load(
     state.sequence = last.sequence;
     state.lamport_clock = last.lamport_clock;
     let root = state.frontier.root();
-    let done = on_done(
-        myself,
-        &state.shared,
-        &state.context_id,
-        roots,
-        reply,
-        move |_, entries| LoadOutcome {
+    let done = on_done(myself, state, false, roots, reply, move |_, entries| {
+        LoadOutcome {
             entries_restored: entries.len() as u64,
             latest_sequence: entries.last().map_or(0, |e| e.sequence),
             merkle_root: root,
-        },
-    );
+        }
+    });
     let op = WriteOp {
         context_id: state.context_id.clone(),
         expect_prev: stored,

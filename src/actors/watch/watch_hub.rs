@@ -6,7 +6,7 @@
 
 use crate::model::{Entry, Hash};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 /// Events kept per watched context. A watcher further behind than this reads storage.
@@ -19,6 +19,19 @@ pub const LIVE_RING_EVENTS: usize = 1024;
 pub struct LiveEvent {
     pub entry: Entry,
     pub merkle_root: Hash,
+    /// The event in wire form, built once by the first watcher that sends it; every other
+    /// watcher clones it (shared payload and hashes) instead of converting the entry again.
+    pub wire: OnceLock<crate::proto::WatchEvent>,
+}
+
+impl LiveEvent {
+    pub fn new(entry: Entry, merkle_root: Hash) -> Self {
+        LiveEvent {
+            entry,
+            merkle_root,
+            wire: OnceLock::new(),
+        }
+    }
 }
 
 /// The rings, keyed by context id. Lock held only to find or create a sender.
@@ -74,8 +87,8 @@ mod tests {
     use super::*;
 
     fn ev(seq: u64) -> LiveEvent {
-        LiveEvent {
-            entry: Entry {
+        LiveEvent::new(
+            Entry {
                 id: format!("e{seq}"),
                 key: String::new(),
                 payload: Default::default(),
@@ -85,8 +98,8 @@ mod tests {
                 lamport_clock: seq,
                 content_hash: [0; 32],
             },
-            merkle_root: [0; 32],
-        }
+            [0; 32],
+        )
     }
 
     #[test]
