@@ -17,8 +17,10 @@
 //! another context under the same hash (a Load into another context rehashes).
 //!
 //! The layout is written once, in [`write_canonical`], against a byte sink: the same code
-//! fills a `Vec` for [`canonical_bytes`] and streams into the hasher for [`content_hash`],
-//! so the two can never disagree and the hot path allocates nothing.
+//! counts the bytes, fills a `Vec` for [`canonical_bytes`] and fills a stack buffer (or, for
+//! large entries, streams into the hasher) for [`content_hash`], so they can never disagree
+//! and the hot path allocates nothing. Hashing the bytes in one call rather than field by
+//! field matters: a dozen small `update`s cost about a third more than the SHA-256 itself.
 
 use sha2::{Digest, Sha256};
 
@@ -38,6 +40,39 @@ impl Sink for Vec<u8> {
 impl Sink for Sha256 {
     fn put(&mut self, bytes: &[u8]) {
         self.update(bytes);
+    }
+}
+
+/// Counts the bytes instead of keeping them.
+struct Count(usize);
+
+impl Sink for Count {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+/// Canonical bytes of at most this many bytes are laid out on the stack and hashed in one
+/// call; longer ones are streamed into the hasher.
+const STACK_BYTES: usize = 1024;
+
+/// A fixed buffer filled from the front. Only used after counting, so it never overflows;
+/// if it did, the bytes would be dropped and `full` set rather than panicking.
+struct StackBuf {
+    buf: [u8; STACK_BYTES],
+    len: usize,
+    full: bool,
+}
+
+impl Sink for StackBuf {
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.full = true,
+        }
     }
 }
 
@@ -114,7 +149,8 @@ pub fn canonical_bytes(
     out
 }
 
-/// SHA-256 of the canonical bytes, streamed into the hasher without building them.
+/// SHA-256 of the canonical bytes, without allocating: laid out on the stack when they fit
+/// in [`STACK_BYTES`], streamed into the hasher otherwise.
 ///
 /// Invariant: `content_hash(..) == SHA-256(canonical_bytes(..))` for the same arguments.
 /// Precondition: every field is shorter than 4 GiB (guaranteed by the request limits).
@@ -127,17 +163,36 @@ pub fn content_hash(
     lamport_clock: u64,
     metadata: &Metadata,
 ) -> Hash {
+    // One layout, written to three sinks: count, then the stack buffer or the hasher.
+    macro_rules! write_to {
+        ($sink:expr) => {
+            write_canonical(
+                $sink,
+                context_id,
+                sequence,
+                key,
+                payload,
+                appended_at_ns,
+                lamport_clock,
+                metadata,
+            )
+        };
+    }
+    let mut count = Count(0);
+    write_to!(&mut count);
+    if count.0 <= STACK_BYTES {
+        let mut stack = StackBuf {
+            buf: [0; STACK_BYTES],
+            len: 0,
+            full: false,
+        };
+        write_to!(&mut stack);
+        if !stack.full {
+            return Sha256::digest(&stack.buf[..stack.len]).into();
+        }
+    }
     let mut hasher = Sha256::new();
-    write_canonical(
-        &mut hasher,
-        context_id,
-        sequence,
-        key,
-        payload,
-        appended_at_ns,
-        lamport_clock,
-        metadata,
-    );
+    write_to!(&mut hasher);
     hasher.finalize().into()
 }
 
@@ -301,7 +356,7 @@ mod tests {
             ".{0,12}",
             any::<u64>(),
             ".{0,12}",
-            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::collection::vec(any::<u8>(), 0..1500),
             any::<u64>(),
             any::<u64>(),
             arb_metadata(),
@@ -319,6 +374,29 @@ mod tests {
 
     fn hash_of(f: &Fields) -> Hash {
         content_hash(&f.ctx, f.seq, &f.key, &f.payload, f.at, f.clock, &f.meta)
+    }
+
+    /// Entries too long for the stack buffer take the streamed path; both equal SHA-256 of
+    /// the canonical bytes, on either side of the boundary.
+    #[test]
+    fn stack_and_streamed_paths_agree_at_the_boundary() {
+        let empty = canonical_bytes("c", 1, "k", b"", 2, 3, &Metadata::new()).len();
+        for payload_len in [
+            0,
+            STACK_BYTES - empty - 1,
+            STACK_BYTES - empty,
+            STACK_BYTES - empty + 1,
+            5000,
+        ] {
+            let payload = vec![0xa5u8; payload_len];
+            let bytes = canonical_bytes("c", 1, "k", &payload, 2, 3, &Metadata::new());
+            let expected: Hash = Sha256::digest(&bytes).into();
+            assert_eq!(
+                content_hash("c", 1, "k", &payload, 2, 3, &Metadata::new()),
+                expected,
+                "{payload_len}"
+            );
+        }
     }
 
     proptest! {
