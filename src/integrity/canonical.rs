@@ -17,8 +17,8 @@
 //! another context under the same hash (a Load into another context rehashes).
 //!
 //! The layout is written once, in [`write_canonical`], against a byte sink: the same code
-//! counts the bytes, fills a `Vec` for [`canonical_bytes`] and fills a stack buffer (or, for
-//! large entries, streams into the hasher) for [`content_hash`], so they can never disagree
+//! fills a `Vec` for [`canonical_bytes`] and a stack buffer (or, for large entries, the
+//! hasher itself) for [`content_hash`], so they can never disagree
 //! and the hot path allocates nothing. Hashing the bytes in one call rather than field by
 //! field matters: a dozen small `update`s cost about a third more than the SHA-256 itself.
 
@@ -43,21 +43,12 @@ impl Sink for Sha256 {
     }
 }
 
-/// Counts the bytes instead of keeping them.
-struct Count(usize);
-
-impl Sink for Count {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0 += bytes.len();
-    }
-}
-
 /// Canonical bytes of at most this many bytes are laid out on the stack and hashed in one
 /// call; longer ones are streamed into the hasher.
 const STACK_BYTES: usize = 1024;
 
-/// A fixed buffer filled from the front. Only used after counting, so it never overflows;
-/// if it did, the bytes would be dropped and `full` set rather than panicking.
+/// A fixed buffer filled from the front. When a field does not fit, `full` is set and
+/// nothing more is kept: the caller then streams instead.
 struct StackBuf {
     buf: [u8; STACK_BYTES],
     len: usize,
@@ -66,6 +57,9 @@ struct StackBuf {
 
 impl Sink for StackBuf {
     fn put(&mut self, bytes: &[u8]) {
+        if self.full {
+            return;
+        }
         match self.buf.get_mut(self.len..self.len + bytes.len()) {
             Some(dst) => {
                 dst.copy_from_slice(bytes);
@@ -163,7 +157,7 @@ pub fn content_hash(
     lamport_clock: u64,
     metadata: &Metadata,
 ) -> Hash {
-    // One layout, written to three sinks: count, then the stack buffer or the hasher.
+    // One layout, written to the stack buffer, or when it does not fit, to the hasher.
     macro_rules! write_to {
         ($sink:expr) => {
             write_canonical(
@@ -178,18 +172,14 @@ pub fn content_hash(
             )
         };
     }
-    let mut count = Count(0);
-    write_to!(&mut count);
-    if count.0 <= STACK_BYTES {
-        let mut stack = StackBuf {
-            buf: [0; STACK_BYTES],
-            len: 0,
-            full: false,
-        };
-        write_to!(&mut stack);
-        if !stack.full {
-            return Sha256::digest(&stack.buf[..stack.len]).into();
-        }
+    let mut stack = StackBuf {
+        buf: [0; STACK_BYTES],
+        len: 0,
+        full: false,
+    };
+    write_to!(&mut stack);
+    if !stack.full {
+        return Sha256::digest(&stack.buf[..stack.len]).into();
     }
     let mut hasher = Sha256::new();
     write_to!(&mut hasher);
