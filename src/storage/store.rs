@@ -152,10 +152,18 @@ impl Store {
 /// a Get — entries, latest sequence, root from O(log n) Merkle nodes — opens each table once.
 pub struct StoreReader {
     txn: ReadTransaction,
-    entries: OnceLock<ReadOnlyTable<(&'static str, u64), &'static [u8]>>,
+    entries: OnceLock<EntriesTable>,
     key_index: OnceLock<ReadOnlyTable<(&'static str, &'static str, u64), ()>>,
-    nodes: OnceLock<ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>>,
+    nodes: OnceLock<NodesTable>,
 }
+
+type EntriesTable = ReadOnlyTable<(&'static str, u64), &'static [u8]>;
+type NodesTable = ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>;
+/// A cursor over ENTRIES and the last sequence it yielded.
+type EntriesCursor = (
+    redb::Range<'static, (&'static str, u64), &'static [u8]>,
+    u64,
+);
 
 /// A key-filtered read walks ENTRIES with one cursor alongside the key index while the
 /// next match is at most this many entries ahead; further, it seeks (a B-tree descent).
@@ -186,9 +194,7 @@ impl StoreReader {
         cached(&self.txn, &self.key_index, KEY_INDEX)
     }
 
-    fn nodes_table(
-        &self,
-    ) -> Result<&ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>, StorageError> {
+    fn nodes_table(&self) -> Result<&NodesTable, StorageError> {
         cached(&self.txn, &self.nodes, MERKLE_NODES)
     }
 
@@ -265,10 +271,7 @@ impl StoreReader {
                 // A cursor over ENTRIES that follows the index: matching entries usually sit
                 // close together (often every entry has the key), so walking beats one
                 // B-tree descent per match. `cursor_at` = the last sequence it yielded.
-                let mut cursor: Option<(
-                    redb::Range<'static, (&'static str, u64), &'static [u8]>,
-                    u64,
-                )> = None;
+                let mut cursor: Option<EntriesCursor> = None;
                 for r in index
                     .range((ctx, key, start)..=(ctx, key, u64::MAX))?
                     .take(limit)
