@@ -55,6 +55,9 @@ fn load_signer(config: &Config) -> Result<Option<NoteSigner>, StartError> {
     })
 }
 
+/// How long shutdown waits for the last handles to the database to be dropped.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 static NAMESPACE: AtomicU64 = AtomicU64::new(1);
 
 impl Ledger {
@@ -149,5 +152,20 @@ impl Ledger {
             .await;
         self.root.stop(Some("shutdown".into()));
         let _ = self.root_done.await;
+        // Tasks that held handles (a finished request, a watch stream's last send, a timer)
+        // let go of them moments after the tree stops. Wait, so that when this returns the
+        // database is closed and the same data dir can be opened again in this process.
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        while Arc::strong_count(&self.shared) > 1 || self.shared.store.open_handles() > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    shared = Arc::strong_count(&self.shared),
+                    database = self.shared.store.open_handles(),
+                    "handles still open {CLOSE_TIMEOUT:?} after shutdown"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }

@@ -127,6 +127,12 @@ impl Store {
         })
     }
 
+    /// How many handles share the database (this one included). It closes — and its file
+    /// lock is released — when the last one is dropped.
+    pub fn open_handles(&self) -> usize {
+        Arc::strong_count(&self.db)
+    }
+
     pub fn mode(&self) -> DurabilityMode {
         self.mode
     }
