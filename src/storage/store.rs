@@ -155,15 +155,20 @@ impl Store {
     }
 }
 
+type EntriesTable = ReadOnlyTable<(&'static str, u64), &'static [u8]>;
+type KeyIndexTable = ReadOnlyTable<(&'static str, &'static str, u64), ()>;
+type NodesTable = ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>;
+type EntriesRange = redb::Range<'static, (&'static str, u64), &'static [u8]>;
+
 /// Reads within one read transaction: everything it returns describes the same instant.
 ///
 /// Each table is opened at most once per reader (opening one walks redb's table tree), so
 /// a Get — entries, latest sequence, root from O(log n) Merkle nodes — opens each table once.
 pub struct StoreReader {
     txn: ReadTransaction,
-    entries: OnceLock<ReadOnlyTable<(&'static str, u64), &'static [u8]>>,
-    key_index: OnceLock<ReadOnlyTable<(&'static str, &'static str, u64), ()>>,
-    nodes: OnceLock<ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>>,
+    entries: OnceLock<EntriesTable>,
+    key_index: OnceLock<KeyIndexTable>,
+    nodes: OnceLock<NodesTable>,
 }
 
 /// A key-filtered read walks ENTRIES with one cursor alongside the key index while the
@@ -189,15 +194,11 @@ impl StoreReader {
         cached(&self.txn, &self.entries, ENTRIES)
     }
 
-    fn key_index_table(
-        &self,
-    ) -> Result<&ReadOnlyTable<(&'static str, &'static str, u64), ()>, StorageError> {
+    fn key_index_table(&self) -> Result<&KeyIndexTable, StorageError> {
         cached(&self.txn, &self.key_index, KEY_INDEX)
     }
 
-    fn nodes_table(
-        &self,
-    ) -> Result<&ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>, StorageError> {
+    fn nodes_table(&self) -> Result<&NodesTable, StorageError> {
         cached(&self.txn, &self.nodes, MERKLE_NODES)
     }
 
@@ -274,10 +275,7 @@ impl StoreReader {
                 // A cursor over ENTRIES that follows the index: matching entries usually sit
                 // close together (often every entry has the key), so walking beats one
                 // B-tree descent per match. `cursor_at` = the last sequence it yielded.
-                let mut cursor: Option<(
-                    redb::Range<'static, (&'static str, u64), &'static [u8]>,
-                    u64,
-                )> = None;
+                let mut cursor: Option<(EntriesRange, u64)> = None;
                 for r in index
                     .range((ctx, key, start)..=(ctx, key, u64::MAX))?
                     .take(limit)
