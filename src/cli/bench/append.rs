@@ -5,7 +5,7 @@
 use super::stats::{new_hist, record, Progress, Report, RssSampler};
 use super::{limited, make_payload, now_ns, BenchError, BenchResult, Ctx};
 use clap::Args;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Barrier;
 
@@ -51,6 +51,11 @@ async fn one(ctx: &Ctx, a: &AppendArgs, c: usize) -> BenchResult<Report> {
     let channels = ctx.channels(c, a.connections).await?;
     let progress = Progress::new(ctx, &format!("append c={c}"), a.entries);
     let barrier = Arc::new(Barrier::new(c + 1));
+    // One histogram per connection, shared by its writers (a histogram is tens of KiB:
+    // one per writer would not fit 100,000 writers).
+    let hists: Vec<Arc<Mutex<hdrhistogram::Histogram<u64>>>> = (0..channels.len())
+        .map(|_| Arc::new(Mutex::new(new_hist())))
+        .collect();
     let mut tasks = Vec::with_capacity(c);
     for i in 0..c {
         let mut client = Ctx::service_on(channels[i % channels.len()].clone());
@@ -59,6 +64,7 @@ async fn one(ctx: &Ctx, a: &AppendArgs, c: usize) -> BenchResult<Report> {
         let (warmup, size, barrier) = (a.warmup, a.payload_bytes, barrier.clone());
         let key = ctx.key.clone();
         let progress = progress.clone();
+        let hist = hists[i % hists.len()].clone();
         tasks.push(tokio::spawn(async move {
             let request = |index: u64| crate::proto::AppendRequest {
                 context_id: context_id.clone(),
@@ -71,16 +77,15 @@ async fn one(ctx: &Ctx, a: &AppendArgs, c: usize) -> BenchResult<Report> {
                 durability = client.append(request(j)).await?.into_inner().durability;
             }
             barrier.wait().await;
-            let mut h = new_hist();
             for j in 0..n {
                 let req = request(warmup + j);
                 let t0 = Instant::now();
                 let r = client.append(req).await?.into_inner();
-                record(&mut h, t0.elapsed());
+                record(&mut hist.lock().expect("histogram lock"), t0.elapsed());
                 durability = r.durability;
                 progress.inc(1);
             }
-            Ok::<_, BenchError>((h, durability))
+            Ok::<_, BenchError>(durability)
         }));
     }
     let rss = RssSampler::start(ctx);
@@ -90,10 +95,7 @@ async fn one(ctx: &Ctx, a: &AppendArgs, c: usize) -> BenchResult<Report> {
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Ok((th, durability))) => {
-                h.add(th).expect("same histogram bounds");
-                ctx.saw_durability(durability);
-            }
+            Ok(Ok(durability)) => ctx.saw_durability(durability),
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -103,6 +105,10 @@ async fn one(ctx: &Ctx, a: &AppendArgs, c: usize) -> BenchResult<Report> {
         }
     }
     let wall = started.elapsed();
+    for hist in &hists {
+        h.add(&*hist.lock().expect("histogram lock"))
+            .expect("same histogram bounds");
+    }
     progress.finish();
     if let Some(e) = first_error {
         return Err(e);
