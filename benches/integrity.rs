@@ -8,35 +8,22 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use converge_ledger::integrity::{
     canonical_bytes, checkpoint, consistency_proof, entry_content_hash, inclusion_proof, leaf_hash,
     root_at, verify_consistency, verify_inclusion, Checkpoint, Frontier, MemoryTree, NodePos,
     NodeSource, NoteSigner,
 };
-use converge_ledger::model::{Entry, Hash, Limits, Metadata};
+use converge_ledger::model::{Entry, Hash, Limits};
 use converge_ledger::snapshot;
+mod support;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sha2::{Digest, Sha256};
 
 const CTX: &str = "bench-context";
 
 fn entry(seq: u64) -> Entry {
-    let mut metadata = Metadata::new();
-    metadata.insert("agent".into(), "planner".into());
-    metadata.insert("source".into(), format!("run-{}", seq % 17));
-    let mut e = Entry {
-        id: format!("0190b6a4-0000-7000-8000-{seq:012}"),
-        key: "facts".into(),
-        payload: Bytes::from(vec![(seq % 251) as u8; 256]),
-        sequence: seq,
-        appended_at_ns: 1_700_000_000_000_000_000 + seq,
-        metadata,
-        lamport_clock: seq,
-        content_hash: [0; 32],
-    };
-    e.content_hash = entry_content_hash(CTX, &e);
-    e
+    support::bench_entry(CTX, "facts", seq, true)
 }
 
 fn entries(n: u64) -> Vec<Entry> {

@@ -16,14 +16,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use converge_ledger::config::{Config, StorageConfig};
 use converge_ledger::integrity::{
-    consistency_proof, entry_content_hash, inclusion_proof, leaf_hash, root_at, Frontier,
+    consistency_proof, inclusion_proof, leaf_hash, root_at, Frontier,
 };
-use converge_ledger::model::{Entry, Metadata};
+use converge_ledger::model::Entry;
 use converge_ledger::server::Ledger;
 use converge_ledger::storage::{spawn_writer, DurabilityMode, Store, WriteOp, WriterMsg};
+mod support;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const CTX: &str = "bench-context";
@@ -31,21 +32,7 @@ const CTX: &str = "bench-context";
 const BUILD_OP_ENTRIES: u64 = 10_000;
 
 fn entry(seq: u64) -> Entry {
-    let mut metadata = Metadata::new();
-    metadata.insert("agent".into(), "planner".into());
-    metadata.insert("source".into(), format!("run-{}", seq % 17));
-    let mut e = Entry {
-        id: format!("0190b6a4-0000-7000-8000-{seq:012}"),
-        key: "facts".into(),
-        payload: Bytes::from(vec![(seq % 251) as u8; 256]),
-        sequence: seq,
-        appended_at_ns: 1_700_000_000_000_000_000 + seq,
-        metadata,
-        lamport_clock: seq,
-        content_hash: [0; 32],
-    };
-    e.content_hash = entry_content_hash(CTX, &e);
-    e
+    support::bench_entry(CTX, "facts", seq, true)
 }
 
 /// Writes entries 1..=n of `CTX` into a new store in `dir` through the group-commit writer.

@@ -10,34 +10,19 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use converge_ledger::integrity::{entry_content_hash, leaf_hash, Frontier};
-use converge_ledger::model::{Entry, Metadata};
+use converge_ledger::integrity::{leaf_hash, Frontier};
+use converge_ledger::model::Entry;
 use converge_ledger::storage::{
     commit_batch, decode_entry, encode_entry, DurabilityMode, Store, WriteOp,
 };
+mod support;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const CTX: &str = "bench-context";
 
 fn entry(ctx: &str, seq: u64, meta: bool) -> Entry {
-    let mut metadata = Metadata::new();
-    if meta {
-        metadata.insert("agent".into(), "planner".into());
-        metadata.insert("source".into(), format!("run-{}", seq % 17));
-    }
-    let mut e = Entry {
-        id: format!("0190b6a4-0000-7000-8000-{seq:012}"),
-        key: "bench".into(),
-        payload: Bytes::from(vec![(seq % 251) as u8; 256]),
-        sequence: seq,
-        appended_at_ns: 1_700_000_000_000_000_000 + seq,
-        metadata,
-        lamport_clock: seq,
-        content_hash: [0; 32],
-    };
-    e.content_hash = entry_content_hash(ctx, &e);
-    e
+    support::bench_entry(ctx, "bench", seq, meta)
 }
 
 fn codec(c: &mut Criterion) {
