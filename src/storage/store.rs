@@ -355,3 +355,9 @@ impl NodeSource for ContextNodes<'_> {
         Ok(*v.value())
     }
 }
+
+// A reader may be moved to a blocking thread or held across an await by any handler.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<StoreReader>();
+};

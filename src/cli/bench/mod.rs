@@ -312,3 +312,106 @@ pub(crate) async fn prefill(
         .await?;
     Ok(started.elapsed())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::Ledger;
+
+    #[test]
+    fn payload_header_round_trips() {
+        let p = make_payload(256, 42, 7_000);
+        assert_eq!(p.len(), 256);
+        assert_eq!(parse_payload(&p), Some((42, 7_000)));
+        assert_eq!(
+            make_payload(3, 1, 2).len(),
+            HEADER_LEN,
+            "never shorter than the header"
+        );
+        assert_eq!(parse_payload(&[0; 15]), None);
+    }
+
+    #[test]
+    fn urls_get_a_scheme() {
+        assert_eq!(normalize_url("127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(normalize_url("http://h:2"), "http://h:2");
+    }
+
+    fn ctx(url: String) -> Ctx {
+        Ctx {
+            url,
+            json: true,
+            run_id: default_run_id(),
+            key: "bench".into(),
+            server_pid: Some(std::process::id()),
+            timeout: Duration::from_secs(60),
+            durability: OnceLock::new(),
+        }
+    }
+
+    /// Every workload, tiny, against an in-memory server: they run, check their answers
+    /// and see the server's durability.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_workload_runs_against_a_server() {
+        let ledger = Ledger::start(&Config::for_test())
+            .await
+            .expect("ledger starts");
+        let c = ctx(ledger.url());
+        append::run(
+            &c,
+            append::AppendArgs {
+                writers: vec![1, 3],
+                entries: 30,
+                payload_bytes: 64,
+                warmup: 2,
+                connections: 2,
+            },
+        )
+        .await
+        .expect("append");
+        assert_eq!(c.durability(), "MEMORY");
+        read_tail::run(
+            &c,
+            read_tail::ReadTailArgs {
+                entries: vec![150],
+                tail: 100,
+                readers: vec![2],
+                duration: 0.2,
+                payload_bytes: 32,
+                prefill_window: 8,
+            },
+        )
+        .await
+        .expect("read-tail");
+        let args = watch::WatchArgs {
+            watchers: vec![3],
+            rate: 200,
+            duration: 0.2,
+            drain_secs: 5.0,
+            payload_bytes: 32,
+            connections: 0,
+        };
+        let r = watch::one(&c, &args, 3).await.expect("watch");
+        assert_eq!(r.errors, 0, "{}", r.notes);
+        assert_eq!(
+            r.ops,
+            3 * 40,
+            "every watcher got all 40 entries: {}",
+            r.notes
+        );
+        assert!(r.server_rss_kib.is_some());
+        snapshot_load::run(
+            &c,
+            snapshot_load::SnapshotLoadArgs {
+                entries: 50,
+                repeat: 1,
+                payload_bytes: 32,
+                prefill_window: 8,
+            },
+        )
+        .await
+        .expect("snapshot-load");
+        ledger.shutdown().await;
+    }
+}

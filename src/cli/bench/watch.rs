@@ -67,7 +67,7 @@ struct WatchState {
     error: Option<String>,
 }
 
-async fn one(ctx: &Ctx, a: &WatchArgs, k: usize) -> BenchResult<Report> {
+pub(super) async fn one(ctx: &Ctx, a: &WatchArgs, k: usize) -> BenchResult<Report> {
     let total = (a.rate as f64 * a.duration).round() as u64;
     let context_id = ctx.context_id(&format!("watch-k{k}"));
     let channels = ctx.channels(k, a.connections).await?;
