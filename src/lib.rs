@@ -24,6 +24,8 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+#[cfg(test)]
+mod doc_check;
 pub mod error;
 pub mod integrity;
 pub mod model;

@@ -187,14 +187,5 @@ fn the_published_vectors_verify() {
 #[test]
 fn docs_integrity_md_carries_the_generated_vectors() {
     let doc = include_str!("../../docs/INTEGRITY.md");
-    let expected = render();
-    let found = doc.find(BEGIN).and_then(|start| {
-        doc[start..]
-            .find(END)
-            .map(|len| &doc[start..start + len + END.len()])
-    });
-    assert!(
-        found == Some(expected.as_str()),
-        "docs/INTEGRITY.md is out of date; replace its generated section with:\n{expected}\n"
-    );
+    crate::doc_check::assert_generated_section("docs/INTEGRITY.md", doc, BEGIN, END, &render());
 }

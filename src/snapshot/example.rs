@@ -78,14 +78,5 @@ fn the_example_decodes_and_verifies() {
 #[test]
 fn docs_snapshot_md_carries_the_generated_example() {
     let doc = include_str!("../../docs/SNAPSHOT.md");
-    let expected = render();
-    let found = doc.find(BEGIN).and_then(|start| {
-        doc[start..]
-            .find(END)
-            .map(|len| &doc[start..start + len + END.len()])
-    });
-    assert!(
-        found == Some(expected.as_str()),
-        "docs/SNAPSHOT.md is out of date; replace its generated section with:\n{expected}\n"
-    );
+    crate::doc_check::assert_generated_section("docs/SNAPSHOT.md", doc, BEGIN, END, &render());
 }
