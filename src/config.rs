@@ -67,10 +67,97 @@ pub struct ServeArgs {
     #[arg(long, env = "LEDGER_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
 
+    /// This node's name in the cluster (unique per cluster). Giving it, or --cluster-listen,
+    /// turns clustering on; without both the server runs alone. See docs/CLUSTER.md.
+    #[arg(long, env = "LEDGER_NODE_NAME", help_heading = "Cluster")]
+    pub node_name: Option<String>,
+
+    /// Address the cluster transport (ractor_cluster) listens on, HOST:PORT; peers connect
+    /// here, not to the gRPC port.
+    #[arg(long, env = "LEDGER_CLUSTER_LISTEN", help_heading = "Cluster")]
+    pub cluster_listen: Option<SocketAddr>,
+
+    /// A peer's cluster address, HOST:PORT; repeat the flag for several (environment:
+    /// comma-separated). Unreachable peers are retried with backoff forever.
+    #[arg(
+        long = "peer",
+        env = "LEDGER_PEERS",
+        value_delimiter = ',',
+        help_heading = "Cluster"
+    )]
+    pub peers: Vec<String>,
+
+    /// The shared secret every node of the cluster must present; a node with another one is
+    /// refused and logged. Prefer --cluster-secret-file: a flag shows in `ps`.
+    #[arg(long, env = "LEDGER_CLUSTER_SECRET", help_heading = "Cluster")]
+    pub cluster_secret: Option<String>,
+
+    /// Read the shared secret from this file (surrounding whitespace is ignored).
+    #[arg(
+        long,
+        env = "LEDGER_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        help_heading = "Cluster"
+    )]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// When an append is acknowledged: 0 = after the owner's commit; N = after N replicas also
+    /// committed it; all = after every live replica did. See docs/CLUSTER.md for what each
+    /// guarantees.
+    #[arg(
+        long,
+        env = "LEDGER_REPLICATION_ACKS",
+        default_value = "0",
+        help_heading = "Cluster"
+    )]
+    pub replication_acks: ReplicationAcks,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
     /// "converge_ledger=debug".
     #[arg(long, env = "LEDGER_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `--replication-acks`: how many replicas must have committed an append before it is
+/// acknowledged, besides the owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicationAcks {
+    /// This many replicas (0 = the owner's commit alone).
+    Count(usize),
+    /// Every replica that is live when the append commits.
+    All,
+}
+
+impl std::str::FromStr for ReplicationAcks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(ReplicationAcks::All);
+        }
+        s.parse::<usize>()
+            .map(ReplicationAcks::Count)
+            .map_err(|_| format!("{s:?} is neither a number of replicas nor \"all\""))
+    }
+}
+
+impl std::fmt::Display for ReplicationAcks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicationAcks::Count(n) => write!(f, "{n}"),
+            ReplicationAcks::All => f.write_str("all"),
+        }
+    }
+}
+
+/// A validated cluster configuration (`serve --node-name ... --cluster-listen ...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_name: String,
+    pub listen: SocketAddr,
+    /// Peers' cluster addresses, HOST:PORT, as given.
+    pub peers: Vec<String>,
+    pub secret: String,
+    pub replication_acks: ReplicationAcks,
 }
 
 /// Where the data lives.
@@ -90,6 +177,8 @@ pub struct Config {
     pub context_idle: Duration,
     /// The checkpoint signing key file (read at start-up); None = unsigned checkpoints.
     pub signing_key: Option<PathBuf>,
+    /// None = a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A configuration that cannot work, with the offending value.
@@ -130,6 +219,7 @@ impl Config {
                 fsync: a.durability == DurabilityArg::Fsync,
             }
         };
+        let cluster = cluster_from_args(a)?;
         Ok(Config {
             listen,
             storage,
@@ -137,6 +227,7 @@ impl Config {
             snapshot_bytes_max: a.max_snapshot_bytes,
             context_idle: Duration::from_secs(a.context_idle_secs),
             signing_key: a.signing_key.clone(),
+            cluster,
         })
     }
 
@@ -149,8 +240,82 @@ impl Config {
             snapshot_bytes_max: 256 << 20,
             context_idle: Duration::from_secs(30),
             signing_key: None,
+            cluster: None,
         }
     }
+}
+
+/// The longest node name accepted (it travels in every cluster message and log line).
+const NODE_NAME_BYTES_MAX: usize = 128;
+
+fn cluster_from_args(a: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError> {
+    let wants_cluster = a.node_name.is_some() || a.cluster_listen.is_some();
+    if !wants_cluster {
+        if !a.peers.is_empty() || a.cluster_secret.is_some() || a.cluster_secret_file.is_some() {
+            return Err(ConfigError(
+                "--peer and --cluster-secret need --node-name and --cluster-listen".into(),
+            ));
+        }
+        if a.replication_acks != ReplicationAcks::Count(0) {
+            return Err(ConfigError(format!(
+                "--replication-acks {} needs a cluster (--node-name and --cluster-listen)",
+                a.replication_acks
+            )));
+        }
+        return Ok(None);
+    }
+    let node_name = a
+        .node_name
+        .clone()
+        .ok_or_else(|| ConfigError("--cluster-listen is set but --node-name is missing".into()))?;
+    if node_name.is_empty()
+        || node_name.len() > NODE_NAME_BYTES_MAX
+        || !node_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return Err(ConfigError(format!(
+            "--node-name {node_name:?}: use 1 to {NODE_NAME_BYTES_MAX} letters, digits, '-', '_', '.' or '@'"
+        )));
+    }
+    let listen = a
+        .cluster_listen
+        .ok_or_else(|| ConfigError("--node-name is set but --cluster-listen is missing".into()))?;
+    let secret = match (&a.cluster_secret, &a.cluster_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "give --cluster-secret or --cluster-secret-file, not both".into(),
+            ))
+        }
+        (Some(s), None) => s.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("--cluster-secret-file {}: {e}", path.display())))?
+            .trim()
+            .to_string(),
+        (None, None) => {
+            return Err(ConfigError(
+                "a cluster needs a shared secret: --cluster-secret or --cluster-secret-file".into(),
+            ))
+        }
+    };
+    if secret.is_empty() {
+        return Err(ConfigError("the cluster secret is empty".into()));
+    }
+    for peer in &a.peers {
+        let valid = peer
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(ConfigError(format!("--peer {peer:?} is not HOST:PORT")));
+        }
+    }
+    Ok(Some(ClusterConfig {
+        node_name,
+        listen,
+        peers: a.peers.clone(),
+        secret,
+        replication_acks: a.replication_acks,
+    }))
 }
 
 #[cfg(test)]
@@ -217,6 +382,54 @@ mod tests {
             .to_string();
         assert!(e.contains("--max-snapshot-bytes (10)"), "{e}");
         assert!(parse(&["--context-idle-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn cluster_flags() {
+        assert_eq!(parse(&[]).unwrap().cluster, None);
+        let c = parse(&[
+            "--node-name",
+            "a",
+            "--cluster-listen",
+            "127.0.0.1:7001",
+            "--peer",
+            "127.0.0.1:7002",
+            "--peer",
+            "localhost:7003",
+            "--cluster-secret",
+            "s3",
+            "--replication-acks",
+            "all",
+        ])
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.node_name, "a");
+        assert_eq!(c.peers, vec!["127.0.0.1:7002", "localhost:7003"]);
+        assert_eq!(c.secret, "s3");
+        assert_eq!(c.replication_acks, ReplicationAcks::All);
+        let base = ["--node-name", "a", "--cluster-listen", "127.0.0.1:7001"];
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v).map(|c| c.cluster.unwrap())
+        };
+        assert!(with(&[]).unwrap_err().to_string().contains("shared secret"));
+        let e = with(&["--cluster-secret", "s", "--peer", "nohost"]).unwrap_err();
+        assert!(e.to_string().contains("\"nohost\" is not HOST:PORT"), "{e}");
+        let c = with(&["--cluster-secret", "s", "--replication-acks", "2"]).unwrap();
+        assert_eq!(c.replication_acks, ReplicationAcks::Count(2));
+        let e = parse(&["--replication-acks", "all"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a cluster"), "{e}");
+        let e = parse(&["--node-name", "a b", "--cluster-listen", "127.0.0.1:1"]).unwrap_err();
+        assert!(e.to_string().contains("\"a b\""), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "  from-file\n").unwrap();
+        let c = with(&["--cluster-secret-file", f.to_str().unwrap()]).unwrap();
+        assert_eq!(c.secret, "from-file");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Actors own state and I/O and stay thin: the decisions (hashes, trees, clocks,
 //! validation) are calls into the pure modules.
 
+pub mod cluster;
 pub mod context;
 pub mod grpc;
 mod ledger_supervisor;

@@ -5,13 +5,14 @@
 //! loads the slot on each use, so after a restart it reaches the new incarnation; during
 //! one it gets UNAVAILABLE instead of a stale handle.
 
+use super::cluster::ClusterLink;
 use super::watch::WatchHub;
 use crate::error::LedgerError;
 use crate::integrity::NoteSigner;
 use crate::model::Limits;
 use crate::storage::{Store, WriterMsg};
 use arc_swap::{ArcSwap, ArcSwapOption};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -33,6 +34,9 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Signs the checkpoints Root returns (`serve --signing-key`); None = unsigned.
     pub checkpoint_signer: Option<NoteSigner>,
+    /// The cluster transport, set once at start-up when this node is part of a cluster
+    /// (the ractor_cluster link, or an in-memory one in tests); empty on a single node.
+    pub cluster_link: OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl Shared {
@@ -55,6 +59,7 @@ impl Shared {
             context_idle,
             shutdown,
             checkpoint_signer,
+            cluster_link: OnceLock::new(),
         })
     }
 
@@ -70,6 +75,11 @@ impl Shared {
     /// The registered name of an actor of this ledger.
     pub fn actor_name(&self, base: &str) -> String {
         format!("{}/{base}", self.namespace)
+    }
+
+    /// The cluster link, if this node is part of a cluster.
+    pub fn cluster_link(&self) -> Option<&Arc<dyn ClusterLink>> {
+        self.cluster_link.get()
     }
 
     pub fn is_shutting_down(&self) -> bool {
