@@ -30,6 +30,7 @@ pub mod error;
 pub mod integrity;
 pub mod model;
 pub mod proto;
+pub mod replication;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

@@ -26,3 +26,15 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout this code writes; a store with another value is refused at open.
 pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/1";
+
+/// context → the highest replication epoch this node accepted for it (see
+/// `replication::epoch`). Only written on a cluster node; absent = 0.
+pub const CONTEXT_EPOCH: TableDefinition<&str, u64> = TableDefinition::new("context_epoch");
+
+/// (context, sequence, quarantined_at_ns) → (epoch it was held under, encoded entry):
+/// entries of a divergent tail that a stale owner wrote and the authoritative history does
+/// not have. Moved here by a replica's self-healing, never merged back, never dropped.
+/// Adding these two tables does not change the layout of the others, so the layout version
+/// stays; a store written by an older build gets them (empty) at open.
+pub const QUARANTINE: TableDefinition<(&str, u64, u64), (u64, &[u8])> =
+    TableDefinition::new("quarantine");

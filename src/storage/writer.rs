@@ -14,7 +14,8 @@
 //! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
 
 use super::codec::encode_entry_into;
-use super::schema::{ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES};
+use super::codec::decode_entry;
+use super::schema::{CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES, QUARANTINE};
 use super::store::{DurabilityMode, StorageError, Store};
 use crate::error::LedgerError;
 use crate::integrity::merkle::NodePos;
@@ -92,6 +93,29 @@ pub enum WriterMsg {
     Write(WriteOp),
     /// Make every earlier commit durable now (used by the background sync and at shutdown).
     Sync,
+    /// A replication change (cluster nodes only): committed alone, after every write
+    /// queued before it.
+    Replica(ReplicaOp),
+}
+
+/// Writes only replication makes. Each answers on its oneshot after its own commit.
+pub enum ReplicaOp {
+    /// Remember the highest epoch accepted for a context.
+    SetEpoch {
+        context_id: Arc<str>,
+        epoch: u64,
+        done: tokio::sync::oneshot::Sender<Result<(), LedgerError>>,
+    },
+    /// Move the entries after `keep` to QUARANTINE (tagged with `epoch`) and remove them,
+    /// their key-index rows, the Merkle nodes covering them and the idempotency keys
+    /// naming them: the context is then exactly its first `keep` entries. Answers how
+    /// many entries were moved. The context's actor must have no write in flight.
+    Quarantine {
+        context_id: Arc<str>,
+        keep: u64,
+        epoch: u64,
+        done: tokio::sync::oneshot::Sender<Result<u64, LedgerError>>,
+    },
 }
 
 /// Starts the writer thread. It runs until every sender is dropped, then drains the queue,
@@ -125,24 +149,37 @@ fn run(store: &Store, mut rx: mpsc::Receiver<WriterMsg>) {
     let mut unsynced = false;
     while let Some(first) = rx.blocking_recv() {
         let mut sync_requested = false;
+        let mut replica_op = None;
         let mut bytes = 0usize;
+        // Collects into the batch; a replica op ends the batch (it commits after it).
         let mut push = |msg: WriterMsg, batch: &mut Vec<WriteOp>, bytes: &mut usize| match msg {
             WriterMsg::Write(op) => {
                 *bytes += op.entries.iter().map(|e| e.payload.len()).sum::<usize>();
                 batch.push(op);
+                true
             }
-            WriterMsg::Sync => sync_requested = true,
+            WriterMsg::Sync => {
+                sync_requested = true;
+                true
+            }
+            WriterMsg::Replica(op) => {
+                replica_op = Some(op);
+                false
+            }
         };
-        push(first, &mut batch, &mut bytes);
-        while batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
+        let mut more = push(first, &mut batch, &mut bytes);
+        while more && batch.len() < BATCH_OPS_MAX && bytes < BATCH_BYTES_MAX {
             match rx.try_recv() {
-                Ok(msg) => push(msg, &mut batch, &mut bytes),
+                Ok(msg) => more = push(msg, &mut batch, &mut bytes),
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
             commit_batch(store, &mut batch);
             unsynced |= store.mode() == DurabilityMode::Written;
+        }
+        if let Some(op) = replica_op {
+            run_replica_op(store, op);
         }
         if sync_requested && unsynced {
             match sync(store) {
@@ -157,6 +194,103 @@ fn run(store: &Store, mut rx: mpsc::Receiver<WriterMsg>) {
             Err(e) => tracing::error!(error = %e, "final sync failed"),
         }
     }
+}
+
+fn begin(store: &Store) -> Result<redb::WriteTransaction, StorageError> {
+    let mut txn = store.database().begin_write()?;
+    txn.set_durability(match store.mode() {
+        DurabilityMode::Fsynced => Durability::Immediate,
+        DurabilityMode::Written | DurabilityMode::Memory => Durability::None,
+    })?;
+    Ok(txn)
+}
+
+fn run_replica_op(store: &Store, op: ReplicaOp) {
+    match op {
+        ReplicaOp::SetEpoch {
+            context_id,
+            epoch,
+            done,
+        } => {
+            let r = (|| -> Result<(), StorageError> {
+                let txn = begin(store)?;
+                {
+                    let mut t = txn.open_table(CONTEXT_EPOCH)?;
+                    let current = t.get(&*context_id)?.map_or(0, |v| v.value());
+                    if epoch > current {
+                        t.insert(&*context_id, epoch)?;
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })();
+            let _ = done.send(r.map_err(LedgerError::from));
+        }
+        ReplicaOp::Quarantine {
+            context_id,
+            keep,
+            epoch,
+            done,
+        } => {
+            let r = quarantine_tail(store, &context_id, keep, epoch);
+            let _ = done.send(r.map_err(LedgerError::from));
+        }
+    }
+}
+
+/// See `ReplicaOp::Quarantine`.
+fn quarantine_tail(store: &Store, ctx: &str, keep: u64, epoch: u64) -> Result<u64, StorageError> {
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let txn = begin(store)?;
+    let moved;
+    {
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut key_index = txn.open_table(KEY_INDEX)?;
+        let mut nodes = txn.open_table(MERKLE_NODES)?;
+        let mut idem = txn.open_table(IDEMPOTENCY)?;
+        let mut quarantine = txn.open_table(QUARANTINE)?;
+        let mut tail: Vec<(u64, Vec<u8>)> = Vec::new();
+        for r in entries.range((ctx, keep.saturating_add(1))..=(ctx, u64::MAX))? {
+            let (k, v) = r?;
+            tail.push((k.value().1, v.value().to_vec()));
+        }
+        moved = tail.len() as u64;
+        for (seq, bytes) in &tail {
+            let e = decode_entry(*seq, bytes)?;
+            key_index.remove((ctx, e.key.as_str(), *seq))?;
+            quarantine.insert((ctx, *seq, now_ns), (epoch, bytes.as_slice()))?;
+            entries.remove((ctx, *seq))?;
+        }
+        // A node at (level, index) covers leaves [index << level, (index + 1) << level):
+        // it survives only if that range ends at or before `keep`.
+        for level in 1u8..64 {
+            let first_gone = keep >> level;
+            let gone: Vec<u64> = nodes
+                .range((ctx, level, first_gone)..=(ctx, level, u64::MAX))?
+                .map(|r| r.map(|(k, _)| k.value().2))
+                .collect::<Result<_, _>>()?;
+            for index in gone {
+                nodes.remove((ctx, level, index))?;
+            }
+        }
+        let mut stale: Vec<String> = Vec::new();
+        for r in idem.range((ctx, "")..)? {
+            let (k, v) = r?;
+            if k.value().0 != ctx {
+                break;
+            }
+            if v.value() > keep {
+                stale.push(k.value().1.to_string());
+            }
+        }
+        for key in stale {
+            idem.remove((ctx, key.as_str()))?;
+        }
+    }
+    txn.commit()?;
+    Ok(moved)
 }
 
 /// An empty durable commit: redb makes every earlier non-durable commit durable with it.
