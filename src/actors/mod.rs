@@ -17,8 +17,8 @@
 pub mod cluster;
 pub mod context;
 pub mod grpc;
-pub mod replication;
 mod ledger_supervisor;
+pub mod replication;
 mod restart_budget;
 mod shared;
 pub mod storage;

@@ -37,8 +37,14 @@ pub struct Frame {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    Request { id: u64, body: Request },
-    Response { id: u64, body: Response },
+    Request {
+        id: u64,
+        body: Request,
+    },
+    Response {
+        id: u64,
+        body: Response,
+    },
     /// Committed entries, from the owner to a replica.
     Ship(Shipment),
     /// From a replica to the owner: this context is applied through `sequence`.
@@ -252,8 +258,7 @@ pub fn entry_bytes(e: &Entry) -> usize {
     64 + e.id.len()
         + e.key.len()
         + e.payload.len()
-        + e
-            .metadata
+        + e.metadata
             .iter()
             .map(|(k, v)| k.len() + v.len() + 4)
             .sum::<usize>()

@@ -10,6 +10,4 @@ pub use codec::{decode_entry, decode_entry_in, encode_entry, encode_entry_into, 
 pub use store::{
     ContextNodes, DurabilityMode, Head, Quarantined, StorageError, Store, StoreReader,
 };
-pub use writer::{
-    commit_batch, spawn_writer, CommitResult, OnDone, ReplicaOp, WriteOp, WriterMsg,
-};
+pub use writer::{commit_batch, spawn_writer, CommitResult, OnDone, ReplicaOp, WriteOp, WriterMsg};

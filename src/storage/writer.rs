@@ -13,8 +13,8 @@
 //! sequence is one past the stored latest). A ContextActor that was restarted, or whose
 //! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
 
-use super::codec::encode_entry_into;
 use super::codec::decode_entry;
+use super::codec::encode_entry_into;
 use super::schema::{CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES, QUARANTINE};
 use super::store::{DurabilityMode, StorageError, Store};
 use crate::error::LedgerError;

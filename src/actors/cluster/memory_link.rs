@@ -238,12 +238,21 @@ mod tests {
         b.set_inbound(tx);
         a.send("b", Bytes::from_static(b"1")).expect("sent");
         a.send("b", Bytes::from_static(b"2")).expect("sent");
-        assert_eq!(rx.recv().await.map(|i| i.frame), Some(Bytes::from_static(b"1")));
-        assert_eq!(rx.recv().await.map(|i| (i.from, i.frame)), Some(("a".into(), Bytes::from_static(b"2"))));
+        assert_eq!(
+            rx.recv().await.map(|i| i.frame),
+            Some(Bytes::from_static(b"1"))
+        );
+        assert_eq!(
+            rx.recv().await.map(|i| (i.from, i.frame)),
+            Some(("a".into(), Bytes::from_static(b"2")))
+        );
         net.cut("a", "b");
         assert_eq!(names(&a), ["a", "c"]);
         assert_eq!(names(&b), ["b", "c"]);
-        assert!(matches!(a.send("b", Bytes::new()), Err(LinkError::NotConnected(_))));
+        assert!(matches!(
+            a.send("b", Bytes::new()),
+            Err(LinkError::NotConnected(_))
+        ));
         net.heal("b", "a");
         assert_eq!(names(&a), ["a", "b", "c"]);
         net.leave("c");

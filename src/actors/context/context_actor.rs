@@ -266,7 +266,10 @@ enum Replicate {
         idempotency: Vec<(String, u64)>,
     },
     /// Entries applied from `from`: tell it.
-    Applied { from: Option<String>, epoch: u64 },
+    Applied {
+        from: Option<String>,
+        epoch: u64,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -546,13 +549,19 @@ async fn load(
     } else {
         Replicate::None
     };
-    let done = on_done(myself, state, false, roots, replicate, Some(reply), move |_, entries| {
-        LoadOutcome {
+    let done = on_done(
+        myself,
+        state,
+        false,
+        roots,
+        replicate,
+        Some(reply),
+        move |_, entries| LoadOutcome {
             entries_restored: entries.len() as u64,
             latest_sequence: entries.last().map_or(0, |e| e.sequence),
             merkle_root: root,
-        }
-    });
+        },
+    );
     let op = WriteOp {
         context_id: state.context_id.clone(),
         expect_prev: stored,
@@ -728,7 +737,9 @@ async fn apply(
         return refuse(reply, e);
     }
     raise_epoch(state, input.epoch).await;
-    let last = fresh.last().map_or((0, 0), |e| (e.sequence, e.lamport_clock));
+    let last = fresh
+        .last()
+        .map_or((0, 0), |e| (e.sequence, e.lamport_clock));
     let idempotency: Vec<(String, u64)> = input
         .idempotency
         .iter()
@@ -814,5 +825,7 @@ async fn quarantine(
         }
     }
     let _ = reply.send(result);
-    myself.stop(Some("quarantined a divergent tail; rebuilding from storage".into()));
+    myself.stop(Some(
+        "quarantined a divergent tail; rebuilding from storage".into(),
+    ));
 }

@@ -50,7 +50,10 @@ pub async fn append(
     input: AppendInput,
 ) -> LedgerResult<AppendOutcome> {
     let Some(repl) = shared.replication().cloned() else {
-        return route(shared, ctx, |reply| ContextMsg::Append(input.clone(), reply)).await;
+        return route(shared, ctx, |reply| {
+            ContextMsg::Append(input.clone(), reply)
+        })
+        .await;
     };
     let owner = repl.owner(ctx).ok_or_else(|| no_owner(ctx))?;
     if owner == repl.node {

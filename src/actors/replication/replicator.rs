@@ -92,7 +92,11 @@ impl Actor for Replicator {
     }
 }
 
-async fn inbound(repl: Arc<Replication>, shared: Arc<Shared>, mut rx: mpsc::Receiver<crate::actors::cluster::Inbound>) {
+async fn inbound(
+    repl: Arc<Replication>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<crate::actors::cluster::Inbound>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
     while let Some(frame) = rx.recv().await {
         let from = frame.from;
@@ -318,7 +322,11 @@ async fn membership(repl: Arc<Replication>, shared: Arc<Shared>) {
         if let Some(t) = announcing.take() {
             t.abort();
         }
-        announcing = Some(tokio::spawn(announce(repl.clone(), shared.clone(), m.version)));
+        announcing = Some(tokio::spawn(announce(
+            repl.clone(),
+            shared.clone(),
+            m.version,
+        )));
         if rx.changed().await.is_err() {
             return;
         }

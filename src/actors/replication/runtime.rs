@@ -139,9 +139,9 @@ impl Replication {
     }
 
     pub(super) fn send(&self, to: &str, msg: Msg) -> LedgerResult<()> {
-        self.link.send(to, wire::encode(msg)).map_err(|e| {
-            LedgerError::Unavailable(format!("cannot reach node {to:?}: {e}; retry"))
-        })
+        self.link
+            .send(to, wire::encode(msg))
+            .map_err(|e| LedgerError::Unavailable(format!("cannot reach node {to:?}: {e}; retry")))
     }
 
     /// Sends a request and waits for its answer.
@@ -290,7 +290,8 @@ impl Replication {
             }
         }
         drop(progress);
-        self.progress_changed.send_modify(|n| *n = n.wrapping_add(1));
+        self.progress_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// How many live replicas hold `ctx` through `sequence`.
@@ -338,11 +339,8 @@ impl Replication {
                 )));
             }
             // Membership changes are noticed by the short poll.
-            let _ = tokio::time::timeout(
-                left.min(Duration::from_millis(50)),
-                changed.changed(),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(50)), changed.changed()).await;
         }
     }
 

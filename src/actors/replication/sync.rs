@@ -48,7 +48,12 @@ async fn remote_state(repl: &Replication, from: &str, ctx: &str) -> LedgerResult
     }
 }
 
-async fn remote_root_at(repl: &Replication, from: &str, ctx: &str, size: u64) -> LedgerResult<Hash> {
+async fn remote_root_at(
+    repl: &Replication,
+    from: &str,
+    ctx: &str,
+    size: u64,
+) -> LedgerResult<Hash> {
     let req = Request::RootAt {
         context: ctx.to_string(),
         size,
@@ -77,8 +82,7 @@ pub(super) async fn claim(
 ) -> LedgerResult<u64> {
     let local = repl.local_head(shared, ctx)?;
     let peers = repl.peers();
-    let answers =
-        futures::future::join_all(peers.iter().map(|p| remote_state(repl, p, ctx))).await;
+    let answers = futures::future::join_all(peers.iter().map(|p| remote_state(repl, p, ctx))).await;
     let mut claims = vec![Claim {
         node: repl.node.clone(),
         epoch: local.epoch,
@@ -126,7 +130,10 @@ async fn common_with(
     remote: &Head,
 ) -> LedgerResult<u64> {
     let (peer_at_local, local_at_peer) = if local.size <= remote.size {
-        (Some(remote_root_at(repl, from, ctx, local.size).await?), None)
+        (
+            Some(remote_root_at(repl, from, ctx, local.size).await?),
+            None,
+        )
     } else {
         (None, Some(local_root_at(shared, ctx, remote.size)?))
     };
