@@ -326,3 +326,61 @@ async fn after_a_partition_the_losing_tail_is_quarantined_not_lost() {
     converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 13).await;
     shutdown(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_restarted_from_its_data_dir_catches_up_and_owns_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemoryNet::new();
+    let dir_node = |name: &str| Config {
+        cluster: config(name, ReplicationAcks::All).cluster,
+        ..common::dir_config(dir.path())
+    };
+    let start = |name: &'static str, cfg: Config| {
+        let net = net.clone();
+        async move {
+            let ledger = Ledger::start_with_link(&cfg, net.join(name))
+                .await
+                .expect("ledger starts");
+            let client =
+                converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
+                    .await
+                    .expect("ready");
+            Node {
+                name: name.into(),
+                ledger,
+                client,
+            }
+        }
+    };
+    let a = start("a", dir_node("a")).await;
+    let b = start_node(&net, "b", ReplicationAcks::All).await;
+    let c = start_node(&net, "c", ReplicationAcks::All).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "restart");
+    for i in 0..50 {
+        append(&b.client, &ctx, &format!("one-{i}")).await;
+    }
+    net.leave("a");
+    a.ledger.shutdown().await;
+    for i in 0..50 {
+        append(&c.client, &ctx, &format!("two-{i}")).await;
+    }
+    let a = start("a", dir_node("a")).await;
+    assert!(head(&a.client, &ctx).await.0 >= 50, "a kept its data");
+    let nodes = vec![a, b, c];
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 100).await;
+    // a owns the context again and appends continue through any node.
+    append(&nodes[1].client, &ctx, "three").await;
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 101).await;
+    let status = replication_status(nodes[0].ledger.shared(), 10, 10)
+        .expect("status")
+        .expect("clustered");
+    assert_eq!(status.quarantined_total, 0);
+    let ours = status
+        .contexts
+        .iter()
+        .find(|c| c.context_id == ctx)
+        .expect("listed");
+    assert_eq!(ours.owner.as_deref(), Some("a"));
+    assert_eq!(ours.latest_sequence, 101);
+    shutdown(nodes).await;
+}
