@@ -223,6 +223,21 @@ async fn when_the_owner_leaves_a_new_owner_takes_over() {
         append(&nodes[1].client, &ctx, &format!("after-c-{i}")).await;
     }
     converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 60).await;
+    // Idempotency keys travelled with the entries: a retry of an append acknowledged by
+    // the old owner is a duplicate on the new one.
+    let retry = nodes[1]
+        .client
+        .append(proto::AppendRequest {
+            context_id: ctx.clone(),
+            key: "k".into(),
+            payload: b"before-3".to_vec().into(),
+            idempotency_key: "before-3".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.entry.map(|e| e.sequence), Some(4));
     shutdown(nodes).await;
 }
 

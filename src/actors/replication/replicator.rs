@@ -27,6 +27,7 @@ use crate::model::Entry;
 use crate::replication::wire::{
     self, Appended, Fetched, Head, Msg, Request, Response, Shipment, WireEntry, FRAME_BYTES_MAX,
 };
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,7 +62,7 @@ impl Actor for Replicator {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<()>,
+        myself: ActorRef<()>,
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let repl = shared
@@ -72,10 +73,18 @@ impl Actor for Replicator {
         repl.link.set_inbound(tx);
         tracing::info!(node = %repl.node, acks = %repl.acks, "replication started");
         let tasks = vec![
-            tokio::spawn(inbound(repl.clone(), shared.clone(), rx)),
-            tokio::spawn(membership(repl.clone(), shared.clone())),
-            tokio::spawn(shipper(repl.clone())),
-            tokio::spawn(lag_repair(repl)),
+            supervised(
+                &myself,
+                "inbound",
+                inbound(repl.clone(), shared.clone(), rx),
+            ),
+            supervised(
+                &myself,
+                "membership",
+                membership(repl.clone(), shared.clone()),
+            ),
+            supervised(&myself, "shipper", shipper(repl.clone())),
+            supervised(&myself, "lag repair", lag_repair(repl)),
         ];
         Ok(ReplicatorState { tasks })
     }
@@ -90,6 +99,25 @@ impl Actor for Replicator {
         }
         Ok(())
     }
+}
+
+/// Runs one of the Replicator's tasks. None of them ends while the actor lives, so an end
+/// (a panic included) stops the actor, and the LedgerSupervisor restarts it with fresh tasks.
+fn supervised(
+    myself: &ActorRef<()>,
+    name: &'static str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
+        let why = match outcome {
+            Ok(()) => format!("replication task {name} ended"),
+            Err(_) => format!("replication task {name} panicked"),
+        };
+        tracing::warn!(task = name, "{why}; the replicator restarts");
+        me.stop(Some(why));
+    })
 }
 
 async fn inbound(
@@ -328,7 +356,8 @@ async fn membership(repl: Arc<Replication>, shared: Arc<Shared>) {
             m.version,
         )));
         if rx.changed().await.is_err() {
-            return;
+            // The link is shut down (the node is stopping): nothing more will change.
+            std::future::pending::<()>().await;
         }
     }
 }
