@@ -121,6 +121,14 @@ impl Ledger {
                 .map_or(crate::config::ReplicationAcks::Count(0), |c| {
                     c.replication_acks
                 });
+            if let Some(c) = config
+                .cluster
+                .as_ref()
+                .filter(|c| c.node_name != link.node_name())
+            {
+                tracing::warn!(configured = %c.node_name, link = %link.node_name(),
+                    "the cluster link's node name differs from --node-name; the link's is used");
+            }
             let _ = shared.cluster_link.set(link.clone());
             let _ = shared
                 .replication

@@ -169,6 +169,26 @@ async fn an_append_through_a_non_owner_is_forwarded_and_readable_there() {
         assert!(head(&nodes[1].client, &ctx).await.0 >= i);
     }
     converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 5).await;
+    // Load writes, so only the owner takes it; elsewhere it names the owner.
+    let snap = nodes[0]
+        .client
+        .snapshot(&ctx)
+        .await
+        .expect("snapshot")
+        .snapshot;
+    let err = nodes[1]
+        .client
+        .load(&ctx, snap.clone(), false)
+        .await
+        .expect_err("a replica refuses Load");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("\"a\""), "{}", err.message());
+    let ok = nodes[0]
+        .client
+        .load(&ctx, snap, false)
+        .await
+        .expect("owner loads");
+    assert_eq!(ok.entries_restored, 0);
     shutdown(nodes).await;
 }
 
