@@ -7,6 +7,7 @@
 
 use super::cluster::ClusterLink;
 use super::watch::WatchHub;
+use crate::config::{ClusterConfig, Config};
 use crate::error::LedgerError;
 use crate::integrity::NoteSigner;
 use crate::model::Limits;
@@ -37,29 +38,31 @@ pub struct Shared {
     /// The cluster transport, set once at start-up when this node is part of a cluster
     /// (the ractor_cluster link, or an in-memory one in tests); empty on a single node.
     pub cluster_link: OnceLock<Arc<dyn ClusterLink>>,
+    /// The cluster flags (`serve --node-name ...`); None on a single node.
+    pub cluster_config: Option<ClusterConfig>,
 }
 
 impl Shared {
+    /// The handles of one ledger: its limits and cluster flags come from `config`.
     pub fn new(
         namespace: String,
         store: Store,
-        limits: Limits,
-        snapshot_bytes_max: usize,
-        context_idle: Duration,
+        config: &Config,
         shutdown: watch::Receiver<bool>,
         checkpoint_signer: Option<NoteSigner>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             namespace,
             store,
-            limits,
-            snapshot_bytes_max,
+            limits: config.limits,
+            snapshot_bytes_max: config.snapshot_bytes_max,
             writer: ArcSwapOption::empty(),
             watch_hub: ArcSwap::from_pointee(WatchHub::new()),
-            context_idle,
+            context_idle: config.context_idle,
             shutdown,
             checkpoint_signer,
             cluster_link: OnceLock::new(),
+            cluster_config: config.cluster.clone(),
         })
     }
 
