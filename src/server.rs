@@ -105,15 +105,7 @@ impl Ledger {
         let mode = store.mode();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let namespace = format!("ledger{}", NAMESPACE.fetch_add(1, Ordering::Relaxed));
-        let shared = Shared::new(
-            namespace.clone(),
-            store,
-            config.limits,
-            config.snapshot_bytes_max,
-            config.context_idle,
-            shutdown_rx,
-            signer,
-        );
+        let shared = Shared::new(namespace.clone(), store, config, shutdown_rx, signer);
         if let Some(link) = link {
             let acks = config
                 .cluster

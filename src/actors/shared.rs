@@ -8,6 +8,7 @@
 use super::cluster::ClusterLink;
 use super::replication::Replication;
 use super::watch::WatchHub;
+use crate::config::{ClusterConfig, Config};
 use crate::error::LedgerError;
 use crate::integrity::NoteSigner;
 use crate::model::Limits;
@@ -40,30 +41,32 @@ pub struct Shared {
     pub cluster_link: OnceLock<Arc<dyn ClusterLink>>,
     /// The replication state, set with `cluster_link` (see `actors::replication`).
     pub replication: OnceLock<Arc<Replication>>,
+    /// The cluster flags (`serve --node-name ...`); None on a single node.
+    pub cluster_config: Option<ClusterConfig>,
 }
 
 impl Shared {
+    /// The handles of one ledger: its limits and cluster flags come from `config`.
     pub fn new(
         namespace: String,
         store: Store,
-        limits: Limits,
-        snapshot_bytes_max: usize,
-        context_idle: Duration,
+        config: &Config,
         shutdown: watch::Receiver<bool>,
         checkpoint_signer: Option<NoteSigner>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             namespace,
             store,
-            limits,
-            snapshot_bytes_max,
+            limits: config.limits,
+            snapshot_bytes_max: config.snapshot_bytes_max,
             writer: ArcSwapOption::empty(),
             watch_hub: ArcSwap::from_pointee(WatchHub::new()),
-            context_idle,
+            context_idle: config.context_idle,
             shutdown,
             checkpoint_signer,
             cluster_link: OnceLock::new(),
             replication: OnceLock::new(),
+            cluster_config: config.cluster.clone(),
         })
     }
 

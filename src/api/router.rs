@@ -1,8 +1,9 @@
-//! The tonic router: ContextService, IntegrityService, health (grpc.health.v1) and
+//! The tonic router: ContextService, IntegrityService, ClusterService, health (grpc.health.v1) and
 //! reflection (v1, v1alpha).
 
-use super::{ContextApi, IntegrityApi};
+use super::{ClusterApi, ContextApi, IntegrityApi};
 use crate::actors::Shared;
+use crate::proto::cluster_service_server::ClusterServiceServer;
 use crate::proto::context_service_server::ContextServiceServer;
 use crate::proto::integrity_service_server::IntegrityServiceServer;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .max_encoding_message_size(max_out);
     // Integrity requests and answers are small (an audit path is at most 64 hashes).
     let integrity = IntegrityServiceServer::new(IntegrityApi::new(shared.clone()));
+    let cluster = ClusterServiceServer::new(ClusterApi::new(shared.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Serving from the moment the router exists: the tree below is already started.
     tokio::spawn(async move {
@@ -32,6 +34,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
             .await;
         health_reporter
             .set_serving::<IntegrityServiceServer<IntegrityApi>>()
+            .await;
+        health_reporter
+            .set_serving::<ClusterServiceServer<ClusterApi>>()
             .await;
     });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -51,4 +56,5 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .add_service(reflection_v1alpha)
         .add_service(context)
         .add_service(integrity)
+        .add_service(cluster)
 }

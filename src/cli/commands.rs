@@ -24,6 +24,7 @@ pub(super) async fn run(cmd: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Watch(a) => watch(a, &mut out).await,
         ClientCommand::Snapshot(a) => snapshot(a, &mut out).await,
         ClientCommand::Load(a) => load(a, &mut out).await,
+        ClientCommand::Status(a) => super::status::run(a, &mut out).await,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod bench;
 mod commands;
 pub mod keygen;
 pub mod render;
+pub mod status;
 pub mod verify;
 pub mod verify_snapshot;
 
@@ -75,6 +76,10 @@ pub enum ClientCommand {
     /// Restore a context from a snapshot file; the server verifies every hash and the root.
     #[command(after_help = EXIT_CODES_HELP)]
     Load(LoadArgs),
+    /// Show this node, its cluster members and, per context, the owner, epoch, latest
+    /// sequence and replication lag; and any quarantined entries.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(status::StatusArgs),
 }
 
 /// The integrity commands: auditing a ledger, checking snapshot files, making keys.

@@ -20,10 +20,11 @@ mod error;
 pub use error::{error_chain, grpc_code_name, status_line, ClientError};
 
 use crate::proto::{
-    context_service_client::ContextServiceClient, integrity_service_client::IntegrityServiceClient,
-    AppendRequest, AppendResponse, ConsistencyRequest, ConsistencyResponse, Entry, GetRequest,
-    GetResponse, InclusionRequest, InclusionResponse, LoadRequest, LoadResponse, RootRequest,
-    RootResponse, SnapshotRequest, SnapshotResponse, WatchEvent, WatchRequest,
+    cluster_service_client::ClusterServiceClient, context_service_client::ContextServiceClient,
+    integrity_service_client::IntegrityServiceClient, AppendRequest, AppendResponse,
+    ConsistencyRequest, ConsistencyResponse, Entry, GetRequest, GetResponse, InclusionRequest,
+    InclusionResponse, LoadRequest, LoadResponse, RootRequest, RootResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse, WatchEvent, WatchRequest,
 };
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -49,6 +50,7 @@ pub const READ_PAGE: u32 = 1000;
 pub struct LedgerClient {
     context: ContextServiceClient<Channel>,
     integrity: IntegrityServiceClient<Channel>,
+    cluster: ClusterServiceClient<Channel>,
     health: HealthClient<Channel>,
 }
 
@@ -85,6 +87,7 @@ impl LedgerClient {
             integrity: IntegrityServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            cluster: ClusterServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
         }
     }
@@ -98,6 +101,12 @@ impl LedgerClient {
     /// The generated `IntegrityService` client.
     pub fn integrity_service(&self) -> IntegrityServiceClient<Channel> {
         self.integrity.clone()
+    }
+
+    /// This node, its cluster members and its contexts' replication state
+    /// (`ClusterService/Status`).
+    pub async fn status(&self, request: StatusRequest) -> Result<StatusResponse, Status> {
+        Ok(self.cluster.clone().status(request).await?.into_inner())
     }
 
     // --- ContextService -------------------------------------------------------------
