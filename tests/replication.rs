@@ -5,7 +5,6 @@
 mod common;
 
 use converge_ledger::actors::cluster::MemoryNet;
-use converge_ledger::actors::replication::replication_status;
 use converge_ledger::client::LedgerClient;
 use converge_ledger::config::{ClusterConfig, Config, ReplicationAcks};
 use converge_ledger::proto;
@@ -65,6 +64,14 @@ fn owned_by(owner: &str, members: &[&str], tag: &str) -> String {
         .map(|i| format!("{tag}-{i}"))
         .find(|c| owner_of(&set, c) == Some(owner))
         .expect("some context is owned by each node")
+}
+
+/// `ClusterService/Status` of one node, every context.
+async fn status_of(client: &LedgerClient) -> proto::StatusResponse {
+    client
+        .status(proto::StatusRequest::default())
+        .await
+        .expect("status")
 }
 
 async fn head(client: &LedgerClient, ctx: &str) -> (u64, Vec<u8>) {
@@ -142,19 +149,47 @@ async fn appends_reach_every_node_with_the_same_root() {
     for ctx in &ctxs {
         converge(&refs, ctx, 20).await;
     }
-    let status = replication_status(nodes[0].ledger.shared(), 100, 10)
-        .expect("status")
-        .expect("clustered");
-    assert_eq!(status.node, "a");
+    // The owner tracks its replicas: both report everything applied (acks travel after the
+    // entries, so allow them a moment).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = status_of(&nodes[0].client).await;
+        let own = status
+            .contexts
+            .iter()
+            .find(|c| c.context_id == ctxs[0])
+            .expect("context listed");
+        let lags: Vec<(&str, u64, u64)> = own
+            .replicas
+            .iter()
+            .map(|r| (r.node.as_str(), r.applied_sequence, r.lag))
+            .collect();
+        if lags == [("b", 20, 0), ("c", 20, 0)] {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica progress: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.node_name, "a");
+    assert!(status.clustered);
+    let states: Vec<(&str, &str)> = status
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.state.as_str()))
+        .collect();
+    assert_eq!(states, [("a", "this"), ("b", "up"), ("c", "up")]);
     let own = status
         .contexts
         .iter()
         .find(|c| c.context_id == ctxs[0])
         .expect("context listed");
-    assert_eq!(own.owner.as_deref(), Some("a"));
+    assert_eq!(own.owner, "a");
     assert_eq!(own.latest_sequence, 20);
     assert!(own.epoch >= 1);
-    assert_eq!(status.quarantined_total, 0);
+    assert_eq!(status.quarantined_entries, 0);
     shutdown(nodes).await;
 }
 
@@ -345,17 +380,37 @@ async fn after_a_partition_the_losing_tail_is_quarantined_not_lost() {
         .map(|e| String::from_utf8_lossy(&e.payload).to_string())
         .collect();
     assert!(payloads[5..].iter().all(|p| p.starts_with("majority-")));
-    let status = replication_status(nodes[0].ledger.shared(), 10, 10)
-        .expect("status")
-        .expect("clustered");
-    assert_eq!(status.quarantined_total, 3, "{status:?}");
-    let q: Vec<String> = status
-        .quarantined
+    let status = status_of(&nodes[0].client).await;
+    assert_eq!(status.quarantined_entries, 3, "{status:?}");
+    assert!(status.quarantine.iter().all(|q| q.context_id == ctx));
+    let quarantined = nodes[0]
+        .ledger
+        .shared()
+        .store
+        .reader()
+        .unwrap()
+        .quarantined(10)
+        .unwrap();
+    let q: Vec<String> = quarantined
+        .0
         .iter()
         .map(|q| String::from_utf8_lossy(&q.entry.payload).to_string())
         .collect();
     assert_eq!(q, ["lonely-a-0", "lonely-a-1", "lonely-a-2"]);
-    assert!(status.quarantined.iter().all(|q| q.context_id == ctx));
+    let hashes: Vec<Vec<u8>> = quarantined
+        .0
+        .iter()
+        .map(|q| q.entry.content_hash.to_vec())
+        .collect();
+    let listed: Vec<Vec<u8>> = status
+        .quarantine
+        .iter()
+        .map(|q| q.content_hash.to_vec())
+        .collect();
+    assert_eq!(
+        listed, hashes,
+        "status lists the quarantined entries by content hash"
+    );
     // Appends continue on the healed cluster.
     append(&nodes[2].client, &ctx, "after-heal").await;
     converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 13).await;
@@ -406,16 +461,14 @@ async fn an_owner_restarted_from_its_data_dir_catches_up_and_owns_again() {
     // a owns the context again and appends continue through any node.
     append(&nodes[1].client, &ctx, "three").await;
     converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 101).await;
-    let status = replication_status(nodes[0].ledger.shared(), 10, 10)
-        .expect("status")
-        .expect("clustered");
-    assert_eq!(status.quarantined_total, 0);
+    let status = status_of(&nodes[0].client).await;
+    assert_eq!(status.quarantined_entries, 0);
     let ours = status
         .contexts
         .iter()
         .find(|c| c.context_id == ctx)
         .expect("listed");
-    assert_eq!(ours.owner.as_deref(), Some("a"));
+    assert_eq!(ours.owner, "a");
     assert_eq!(ours.latest_sequence, 101);
     shutdown(nodes).await;
 }

@@ -324,32 +324,6 @@ impl StoreReader {
         Ok(out)
     }
 
-    /// Up to `limit` contexts whose id sorts after `after` ("" = from the first), with their
-    /// latest sequences, in id order. One B-tree descent per context, not a scan of entries.
-    pub fn contexts(&self, after: &str, limit: usize) -> Result<Vec<(String, u64)>, StorageError> {
-        let t = self.entries_table()?;
-        let mut out = Vec::new();
-        // The first key at or above (after, u64::MAX) skips `after` itself when it is set.
-        let mut from: (String, u64) = if after.is_empty() {
-            (String::new(), 0)
-        } else {
-            (after.to_string(), u64::MAX)
-        };
-        while out.len() < limit {
-            let next = {
-                let mut range = t.range((from.0.as_str(), from.1)..)?;
-                match range.next() {
-                    Some(r) => r?.0.value().0.to_string(),
-                    None => break,
-                }
-            };
-            let latest = self.latest_sequence(&next)?;
-            out.push((next.clone(), latest));
-            from = (next, u64::MAX);
-        }
-        Ok(out)
-    }
-
     /// The sequence an idempotency key created, if any.
     pub fn idempotent_sequence(&self, ctx: &str, key: &str) -> Result<Option<u64>, StorageError> {
         let t = self.txn.open_table(IDEMPOTENCY)?;

@@ -36,4 +36,6 @@ mod sync;
 pub use append::{append, check_load};
 pub use replicator::{Replicator, REPLICATOR_NAME};
 pub use runtime::Replication;
-pub use status::{replication_status, ContextReplication, ReplicaProgress, ReplicationStatus};
+pub use status::{
+    context_replication, replication_status, ContextReplication, ReplicaProgress, ReplicationStatus,
+};

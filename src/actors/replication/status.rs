@@ -6,7 +6,7 @@ use crate::actors::cluster::MemberState;
 use crate::actors::Shared;
 use crate::config::ReplicationAcks;
 use crate::error::LedgerResult;
-use crate::storage::Quarantined;
+use crate::storage::{Quarantined, StoreReader};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaProgress {
@@ -29,13 +29,12 @@ pub struct ContextReplication {
     pub replicas: Vec<ReplicaProgress>,
 }
 
+/// This node's cluster-wide facts: who it is, whom it sees, what it quarantined.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationStatus {
     pub node: String,
     pub members: Vec<MemberState>,
     pub acks: ReplicationAcks,
-    /// The first `contexts_max` contexts, in id order.
-    pub contexts: Vec<ContextReplication>,
     /// The first `quarantined_max` quarantined entries.
     pub quarantined: Vec<Quarantined>,
     /// Every quarantined entry in the store.
@@ -49,52 +48,57 @@ pub struct ReplicationStatus {
 /// The replication status of this node; None on a single node (no cluster link).
 pub fn replication_status(
     shared: &Shared,
-    contexts_max: usize,
+    reader: &StoreReader,
     quarantined_max: usize,
 ) -> LedgerResult<Option<ReplicationStatus>> {
     let Some(repl) = shared.replication() else {
         return Ok(None);
     };
-    let reader = shared.store.reader()?;
-    let peers = repl.peers();
-    let mut contexts = Vec::new();
-    for ctx in reader.contexts_after(None, contexts_max)? {
-        let owner = repl.owner(&ctx);
-        let latest = reader.latest_sequence(&ctx)?;
-        let replicas = if owner.as_deref() == Some(repl.node_name()) {
-            let progress = super::runtime::lock(&repl.progress);
-            let p = progress.get(ctx.as_str());
-            peers
-                .iter()
-                .map(|n| {
-                    let applied = p.and_then(|p| p.applied.get(n)).map(|(s, _)| *s);
-                    ReplicaProgress {
-                        node: n.clone(),
-                        applied_sequence: applied,
-                        lag: applied.map(|a| latest.saturating_sub(a)),
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        contexts.push(ContextReplication {
-            epoch: reader.epoch(&ctx)?,
-            context_id: ctx,
-            owner,
-            latest_sequence: latest,
-            replicas,
-        });
-    }
     let (quarantined, quarantined_total) = reader.quarantined(quarantined_max)?;
     Ok(Some(ReplicationStatus {
         node: repl.node_name().to_string(),
         members: repl.link().member_states(),
         acks: repl.acks,
-        contexts,
         quarantined,
         quarantined_total,
         quarantined_since_start: repl.quarantined_count(),
         outbound_dropped: repl.dropped.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+}
+
+/// One context's replication state as this node sees it; None on a single node.
+pub fn context_replication(
+    shared: &Shared,
+    reader: &StoreReader,
+    ctx: &str,
+) -> LedgerResult<Option<ContextReplication>> {
+    let Some(repl) = shared.replication() else {
+        return Ok(None);
+    };
+    let owner = repl.owner(ctx);
+    let latest = reader.latest_sequence(ctx)?;
+    let replicas = if owner.as_deref() == Some(repl.node_name()) {
+        let progress = super::runtime::lock(&repl.progress);
+        let p = progress.get(ctx);
+        repl.peers()
+            .iter()
+            .map(|n| {
+                let applied = p.and_then(|p| p.applied.get(n)).map(|(s, _)| *s);
+                ReplicaProgress {
+                    node: n.clone(),
+                    applied_sequence: applied,
+                    lag: applied.map(|a| latest.saturating_sub(a)),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Some(ContextReplication {
+        context_id: ctx.to_string(),
+        owner,
+        epoch: reader.epoch(ctx)?,
+        latest_sequence: latest,
+        replicas,
     }))
 }
