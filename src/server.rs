@@ -1,7 +1,8 @@
 //! The imperative shell of `serve`: bind the socket, open the store, start the supervision
 //! tree, and shut it down in order. Tests use it in-process on 127.0.0.1:0.
 
-use crate::actors::{LedgerSupervisor, LedgerSupervisorArgs, Shared};
+use crate::actors::cluster::{ClusterLink, RactorLink};
+use crate::actors::{ClusterArgs, LedgerSupervisor, LedgerSupervisorArgs, Shared};
 use crate::config::{Config, StorageConfig};
 use crate::integrity::NoteSigner;
 use crate::storage::{DurabilityMode, Store};
@@ -20,6 +21,7 @@ pub struct Ledger {
     root: ActorRef<crate::actors::LedgerSupervisorMsg>,
     root_done: JoinHandle<()>,
     shared: Arc<Shared>,
+    cluster_link: Option<Arc<RactorLink>>,
 }
 
 /// Why the ledger could not start.
@@ -96,12 +98,25 @@ impl Ledger {
             shutdown_rx,
             signer,
         );
+        // The cluster link is created once and outlives ClusterManager restarts.
+        let cluster = config.cluster.as_ref().map(|c| {
+            let link = RactorLink::new(&c.node_name, &c.listen.to_string(), &c.peers);
+            let dyn_link: Arc<dyn ClusterLink> = link.clone();
+            // A fresh Shared: the slot is empty, so this cannot fail.
+            let _ = shared.cluster_link.set(dyn_link);
+            ClusterArgs {
+                config: c.clone(),
+                link,
+            }
+        });
+        let cluster_link = cluster.as_ref().map(|c| c.link.clone());
         let (root, root_done) = Actor::spawn(
             Some(format!("{namespace}/ledger_supervisor")),
             LedgerSupervisor,
             LedgerSupervisorArgs {
                 shared: shared.clone(),
                 listener: Arc::new(listener),
+                cluster,
             },
         )
         .await
@@ -113,6 +128,7 @@ impl Ledger {
             root,
             root_done,
             shared,
+            cluster_link,
         })
     }
 
@@ -134,6 +150,12 @@ impl Ledger {
         &self.shared
     }
 
+    /// The cluster transport, when this node is clustered (also in `Shared::cluster_link`,
+    /// as a `dyn ClusterLink`); this typed handle exposes its counters.
+    pub fn cluster_link(&self) -> Option<&Arc<RactorLink>> {
+        self.cluster_link.as_ref()
+    }
+
     /// Resolves if the supervision tree stops on its own (its restart budget ran out).
     pub async fn stopped(&mut self) {
         let _ = (&mut self.root_done).await;
@@ -152,6 +174,9 @@ impl Ledger {
             .await;
         self.root.stop(Some("shutdown".into()));
         let _ = self.root_done.await;
+        if let Some(link) = &self.cluster_link {
+            link.close();
+        }
         // Tasks that held handles (a finished request, a watch stream's last send, a timer)
         // let go of them moments after the tree stops. Wait, so that when this returns the
         // database is closed and the same data dir can be opened again in this process.
