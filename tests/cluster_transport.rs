@@ -221,7 +221,9 @@ async fn a_large_frame_goes_through_and_an_oversized_one_is_dropped() {
     );
     // Too large: dropped and counted, and the session survives it.
     let too_big = Bytes::from(vec![0u8; FRAME_BYTES_MAX + 1]);
-    link(&a).send("t2b", too_big).expect("dropped, not an error");
+    link(&a)
+        .send("t2b", too_big)
+        .expect("dropped, not an error");
     assert_eq!(a.cluster_link().expect("link").dropped_outbound(), 1);
     link(&a)
         .send("t2b", Bytes::from_static(b"after"))
@@ -253,7 +255,10 @@ async fn a_stopped_node_leaves_and_rejoins_by_itself() {
     let states = link(&nodes[0]).member_states();
     let c_state = states.iter().find(|s| s.name == names[2]).expect("c known");
     assert_eq!(c_state.status, MemberStatus::Down);
-    assert_eq!(c_state.address.as_deref(), Some(addrs[2].to_string().as_str()));
+    assert_eq!(
+        c_state.address.as_deref(),
+        Some(addrs[2].to_string().as_str())
+    );
 
     // C comes back on the same address (configured with no peers: A and B redial it).
     let c = start(&names[2], addrs[2], &[], SECRET).await;

@@ -289,9 +289,7 @@ impl Actor for ClusterManager {
             ClusterManagerMsg::Tick => on_tick(state),
             ClusterManagerMsg::CheckRefused { peer, address } => {
                 let up = peer.as_deref().is_some_and(|p| state.link.is_live(p))
-                    || state
-                        .link
-                        .is_connected_to(std::slice::from_ref(&address));
+                    || state.link.is_connected_to(std::slice::from_ref(&address));
                 if up {
                     tracing::debug!(
                         node = peer.as_deref().unwrap_or("?"),
@@ -382,11 +380,15 @@ fn on_session(
             publish_connected(state);
         }
         SessionEvent::Disconnected => {
-            let view = state.sessions.remove(&id).unwrap_or(SessionView {
-                info,
+            let mut view = state.sessions.remove(&id).unwrap_or(SessionView {
+                info: info.clone(),
                 authenticated: false,
                 ready: false,
             });
+            // The event carries what the NodeServer learnt since (the peer's name).
+            if info.peer_name.is_some() {
+                view.info = info;
+            }
             publish_connected(state);
             let peer = view.peer();
             if !view.authenticated {

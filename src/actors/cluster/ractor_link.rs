@@ -243,14 +243,17 @@ impl RactorLink {
         endpoint: ActorRef<PeerFrame>,
     ) -> bool {
         let mut state = self.lock();
-        let was = state.routes.insert(
-            name.to_string(),
-            Route { session, endpoint },
-        );
+        let was = state
+            .routes
+            .insert(name.to_string(), Route { session, endpoint });
         let new_session = was.as_ref().is_some_and(|r| r.session != session);
         if let Some(addr) = &address {
             // The configured entry keyed by address is now known by name.
-            if state.known.get(addr).is_some_and(|k| k.status != MemberStatus::Up) {
+            if state
+                .known
+                .get(addr)
+                .is_some_and(|k| k.status != MemberStatus::Up)
+            {
                 state.known.remove(addr);
             }
         }
@@ -356,7 +359,11 @@ impl RactorLink {
     pub(crate) fn note_seen(&self, name: &str, address: Option<String>) {
         let mut state = self.lock();
         if let Some(addr) = &address {
-            if state.known.get(addr).is_some_and(|k| k.status != MemberStatus::Up) {
+            if state
+                .known
+                .get(addr)
+                .is_some_and(|k| k.status != MemberStatus::Up)
+            {
                 state.known.remove(addr);
             }
         }
