@@ -11,6 +11,7 @@
 //! Children: the NodeServer (which supervises its listener and sessions) and this node's
 //! `PeerEndpoint`. Both are stopped in `post_stop`, so a restart can bind the port again.
 
+use super::link::ClusterLink;
 use super::ractor_link::{endpoint_base_name, find_endpoint, PeerEndpoint, RactorLink};
 use crate::actors::Shared;
 use crate::config::ClusterConfig;
@@ -299,6 +300,7 @@ impl Actor for ClusterManager {
                 } else {
                     state.link.note_refused();
                     tracing::warn!(
+                        this = state.link.node_name(),
                         node = peer.as_deref().unwrap_or("(name not yet known)"),
                         %address,
                         "cluster connection refused: authentication failed — this node and \
@@ -331,7 +333,11 @@ async fn teardown(myself: &ActorRef<ClusterManagerMsg>, state: &mut ClusterManag
         .await;
     state.sessions.clear();
     for name in state.link.all_down() {
-        tracing::info!(node = %name, "cluster node down (cluster transport stopped)");
+        tracing::info!(
+            this = state.link.node_name(),
+            node = %name,
+            "cluster node down (cluster transport stopped)"
+        );
     }
 }
 
@@ -406,6 +412,7 @@ fn on_session(
                     // Another ready session with the same peer takes over, if there is one.
                     if !route(state, &peer) && state.link.set_down(&peer) {
                         tracing::info!(
+                            this = state.link.node_name(),
                             node = %peer,
                             address = view.advertised().unwrap_or(view.info.peer_addr).as_str(),
                             "cluster node down"
@@ -441,6 +448,7 @@ fn route(state: &ClusterManagerState, peer: &str) -> bool {
                 .set_up(peer, address.clone(), cell.get_id(), endpoint)
             {
                 tracing::info!(
+                    this = state.link.node_name(),
                     node = %peer,
                     address = address.as_deref().unwrap_or(view.info.peer_addr.as_str()),
                     "cluster node up"
@@ -455,7 +463,11 @@ fn route(state: &ClusterManagerState, peer: &str) -> bool {
 fn on_tick(state: &mut ClusterManagerState) {
     for peer in state.link.dead_routes() {
         if !route(state, &peer) && state.link.set_down(&peer) {
-            tracing::info!(node = %peer, "cluster node down (its endpoint stopped)");
+            tracing::info!(
+                this = state.link.node_name(),
+                node = %peer,
+                "cluster node down (its endpoint stopped)"
+            );
         }
     }
     let waiting: HashSet<String> = state

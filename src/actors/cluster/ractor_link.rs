@@ -46,10 +46,16 @@ pub const PG_SCOPE: &str = "converge-ledger";
 /// The pg group of cluster endpoints.
 pub const PG_GROUP: &str = "cluster-endpoints";
 
-/// The largest frame `send` accepts, in bytes. ractor_cluster refuses (and disconnects on)
-/// an inbound network frame above its limit, 16 MiB by default; this leaves room for the
-/// envelope (sender name, actor ids, protobuf framing). Measured in
-/// tests/cluster_transport.rs: 8 MiB frames go through in order.
+/// The largest frame `send` accepts, in bytes.
+///
+/// Measured (tests/cluster_transport.rs, 127.0.0.1, debug build): ractor_cluster's inbound
+/// limit is 16 MiB per network frame (`DEFAULT_MAX_INBOUND_FRAME_SIZE`), and our envelope
+/// (variant tag, sender name, actor id, protobuf framing) adds 38 bytes + the sender's name.
+/// A frame of 16 MiB − 64 bytes went through; one of 16 MiB + 1 made the *receiver* close the
+/// whole session (`cluster frame length … exceeds configured limit`), so the peer went down
+/// and reconnected, losing whatever else was in flight. 8 MiB leaves a wide margin and keeps
+/// one frame from holding the connection (and its pings) for long: three 8 MiB frames took
+/// ~0.2 s. Replication should aim for batches of ~1 MiB and never exceed this.
 pub const FRAME_BYTES_MAX: usize = 8 << 20;
 
 /// The registered base name of a node's endpoint (before `Shared::actor_name`).
@@ -155,6 +161,7 @@ struct LinkState {
 pub struct RactorLink {
     node_name: String,
     address: String,
+    started: SystemTime,
     members: watch::Sender<Members>,
     state: Mutex<LinkState>,
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
@@ -189,6 +196,7 @@ impl RactorLink {
         Arc::new(RactorLink {
             node_name: node_name.to_string(),
             address: address.to_string(),
+            started: now,
             members: watch::Sender::new(members),
             state: Mutex::new(LinkState {
                 known,
@@ -480,7 +488,7 @@ impl ClusterLink for RactorLink {
             name: self.node_name.clone(),
             address: Some(self.address.clone()),
             status: MemberStatus::This,
-            since: SystemTime::UNIX_EPOCH,
+            since: self.started,
         }];
         out.extend(state.known.iter().map(|(name, k)| MemberState {
             name: name.clone(),
