@@ -354,3 +354,23 @@ async fn the_cluster_manager_restarts_and_the_link_survives() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namesake_is_refused_and_a_peer_pointing_at_itself_is_ignored() {
+    let (a_addr, x_addr) = (free_addr(), free_addr());
+    // A lists its own address among its peers: it must not dial itself.
+    let a = start("t7a", a_addr, &[a_addr], SECRET).await;
+    // X has the same name as A and the right secret: ractor_cluster refuses the session.
+    let x = start("t7a", x_addr, &[a_addr], SECRET).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(link(&a).members().borrow().live, set(&["t7a"]));
+    assert_eq!(link(&x).members().borrow().live, set(&["t7a"]));
+    assert!(!log_lines_with(&["WARN", "same --node-name", "t7a"]).is_empty());
+    // A's own address is not listed as a peer.
+    assert!(link(&a)
+        .member_states()
+        .iter()
+        .all(|s| s.status == MemberStatus::This || s.address != Some(a_addr.to_string())));
+    a.shutdown().await;
+    x.shutdown().await;
+}

@@ -79,7 +79,10 @@ pub enum ClusterManagerMsg {
     /// A session closed before authenticating: decide whether it was refused.
     CheckRefused {
         peer: Option<String>,
+        /// The peer's advertised cluster address (else its socket address).
         address: String,
+        /// The socket address of the connection.
+        socket: String,
     },
 }
 impl ractor::Message for ClusterManagerMsg {}
@@ -149,6 +152,8 @@ fn host_of(ip: IpAddr) -> String {
 
 pub struct ClusterManagerState {
     link: Arc<RactorLink>,
+    /// Our ractor_cluster connection string (`HOST:PORT` of --cluster-listen).
+    self_address: String,
     node_server: ActorRef<NodeServerMessage>,
     sessions: HashMap<ActorId, SessionView>,
     dialers: Vec<JoinHandle<()>>,
@@ -239,6 +244,7 @@ impl Actor for ClusterManager {
         let _ = endpoint; // owned by the tree; found by peers through pg
         Ok(ClusterManagerState {
             link,
+            self_address: format!("{}:{}", host_of(listen.ip()), listen.port()),
             node_server,
             sessions: HashMap::new(),
             dialers,
@@ -288,7 +294,31 @@ impl Actor for ClusterManager {
         match msg {
             ClusterManagerMsg::Session(event, info) => on_session(&myself, state, event, info),
             ClusterManagerMsg::Tick => on_tick(state),
-            ClusterManagerMsg::CheckRefused { peer, address } => {
+            ClusterManagerMsg::CheckRefused {
+                peer,
+                address,
+                socket,
+            } => {
+                if peer.as_deref() == Some(state.link.node_name()) {
+                    // ractor_cluster refuses a session with a node of our own name: it is
+                    // either this very node (a --peer that points back here) or a namesake.
+                    if address == state.self_address {
+                        tracing::info!(
+                            this = state.link.node_name(),
+                            %socket,
+                            "a --peer address is this node itself; not dialing it again"
+                        );
+                        state.link.note_self(vec![address, socket]);
+                    } else {
+                        state.link.note_refused();
+                        tracing::warn!(
+                            this = state.link.node_name(),
+                            %address,
+                            "cluster connection refused: that node has the same --node-name as this one"
+                        );
+                    }
+                    return Ok(());
+                }
                 let up = peer.as_deref().is_some_and(|p| state.link.is_live(p))
                     || state.link.is_connected_to(std::slice::from_ref(&address));
                 if up {
@@ -401,9 +431,11 @@ fn on_session(
                 let address = view
                     .advertised()
                     .unwrap_or_else(|| view.info.peer_addr.clone());
+                let socket = view.info.peer_addr.clone();
                 myself.send_after(REFUSAL_GRACE, move || ClusterManagerMsg::CheckRefused {
                     peer,
                     address,
+                    socket,
                 });
                 return;
             }
@@ -542,10 +574,14 @@ async fn dial_loop(
         };
         if resolved.contains(&listen) {
             tracing::debug!(%peer, "cluster peer is this node's own address; not dialing it");
+            link.note_self(vec![peer.clone()]);
             return;
         }
         let mut keys: Vec<String> = resolved.iter().map(|a| a.to_string()).collect();
         keys.push(peer.clone());
+        if link.is_self(&keys) {
+            return; // found to be this node's own address (logged by the manager)
+        }
         if link.is_connected_to(&keys) {
             failures = 0;
             tokio::time::sleep(CONNECTED_POLL).await;

@@ -155,6 +155,8 @@ struct LinkState {
     /// Every address an authenticated session was seen at → that peer's name (so a peer
     /// that advertises 0.0.0.0 is still recognised once it was reached by its address).
     addr_names: HashMap<String, String>,
+    /// Addresses found to be this node's own (a --peer pointing back here).
+    self_addrs: HashSet<String>,
 }
 
 /// The ractor_cluster implementation of [`ClusterLink`].
@@ -352,6 +354,26 @@ impl RactorLink {
                     .get(a)
                     .is_some_and(|n| state.connected_names.contains(n))
         })
+    }
+
+    pub(crate) fn note_self(&self, addrs: Vec<String>) {
+        let mut state = self.lock();
+        for a in &addrs {
+            // A configured "peer" that is this node is not a member to report.
+            if state
+                .known
+                .get(a)
+                .is_some_and(|k| k.status != MemberStatus::Up)
+            {
+                state.known.remove(a);
+            }
+        }
+        state.self_addrs.extend(addrs);
+    }
+
+    pub(crate) fn is_self(&self, addrs: &[String]) -> bool {
+        let state = self.lock();
+        addrs.iter().any(|a| state.self_addrs.contains(a))
     }
 
     pub(crate) fn note_refused(&self) {
