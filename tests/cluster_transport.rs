@@ -374,3 +374,21 @@ async fn a_namesake_is_refused_and_a_peer_pointing_at_itself_is_ignored() {
     a.shutdown().await;
     x.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_taken_cluster_address_fails_start_up_clearly() {
+    logs();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let started = std::time::Instant::now();
+    let err = match Ledger::start(&config("t8a", addr, &[], SECRET)).await {
+        Ok(_) => panic!("started on a taken cluster address"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("cannot listen for the cluster"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -182,41 +182,31 @@ impl Actor for ClusterManager {
         // Whatever the previous incarnation had is gone with its sessions.
         link.all_down();
 
+        // No retries here: LedgerSupervisor retries a child that fails to start (a restarted
+        // one may briefly find its old name registered or its port still bound).
         let endpoint_name = shared.actor_name(&endpoint_base_name(&config.node_name));
-        let endpoint = retry_spawn("cluster endpoint", || {
-            let cell = myself.get_cell();
-            let name = endpoint_name.clone();
-            let link = link.clone();
-            async move {
-                cell.spawn_linked(Some(name), PeerEndpoint, link)
-                    .await
-                    .map(|(a, _)| a)
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await?;
-
+        let (endpoint, _) = myself
+            .get_cell()
+            .spawn_linked(Some(endpoint_name), PeerEndpoint, link.clone())
+            .await?;
         let listen = config.listen;
-        let node_server = retry_spawn("cluster NodeServer", || {
-            let cell = myself.get_cell();
-            let server = NodeServer::new(
-                listen.port(),
-                config.secret.clone(),
-                config.node_name.clone(),
-                host_of(listen.ip()),
-                None,
-                Some(NodeConnectionMode::Isolated),
-            )
-            .with_listen_addr(listen.ip());
-            async move {
-                cell.spawn_linked(None, server, ())
-                    .await
-                    .map(|(a, _)| a)
-                    .map_err(|e| e.to_string())
+        let server = NodeServer::new(
+            listen.port(),
+            config.secret.clone(),
+            config.node_name.clone(),
+            host_of(listen.ip()),
+            None,
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(listen.ip());
+        let node_server = match myself.get_cell().spawn_linked(None, server, ()).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // pre_start failed, so post_stop will not run: free the endpoint's name now.
+                let _ = endpoint.stop_and_wait(None, Some(TICK * 25)).await;
+                return Err(format!("cannot listen for the cluster on {listen}: {e}").into());
             }
-        })
-        .await
-        .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?;
+        };
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: SUBSCRIPTION_ID.to_string(),
             subscription: Box::new(Subscription(myself.clone())),
@@ -241,7 +231,6 @@ impl Actor for ClusterManager {
             })
             .collect();
         let ticker = myself.send_interval(TICK, || ClusterManagerMsg::Tick);
-        let _ = endpoint; // owned by the tree; found by peers through pg
         Ok(ClusterManagerState {
             link,
             self_address: format!("{}:{}", host_of(listen.ip()), listen.port()),
@@ -529,27 +518,6 @@ fn publish_connected(state: &ClusterManagerState) {
         }
     }
     state.link.set_connected(connected);
-}
-
-/// Spawns with a few retries: a restarted child may briefly find its old name registered or
-/// its old port still bound.
-async fn retry_spawn<T, F, Fut>(what: &str, mut spawn: F) -> Result<T, ActorProcessingErr>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let mut attempt = 0u32;
-    loop {
-        match spawn().await {
-            Ok(t) => return Ok(t),
-            Err(e) if attempt < 40 => {
-                attempt += 1;
-                tracing::debug!(what, error = %e, attempt, "start failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(format!("cannot start the {what}: {e}").into()),
-        }
-    }
 }
 
 /// Keeps one configured peer connected: while no authenticated session reaches it, connect,
