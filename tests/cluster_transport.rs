@@ -336,10 +336,21 @@ async fn the_cluster_manager_restarts_and_the_link_survives() {
     let link_before = link(&a);
     let manager = ractor::registry::where_is(a.shared().actor_name("cluster_manager"))
         .expect("manager registered");
+    let mut rx_b = link(&b).members();
+    let v0 = rx_b.borrow().version;
     manager.kill();
-    // B sees A go and come back; A's link (the same object) sees B again.
-    wait_live(&b, &["t6b"]).await;
-    wait_live(&b, &["t6a", "t6b"]).await;
+    // B sees A go and come back (at least two changes); A's link (the same object) sees B
+    // again.
+    let both = set(&["t6a", "t6b"]);
+    let r = tokio::time::timeout(
+        WAIT,
+        rx_b.wait_for(|m| m.version >= v0 + 2 && m.live == both),
+    )
+    .await;
+    assert!(
+        matches!(r, Ok(Ok(_))),
+        "B did not see A leave and come back"
+    );
     wait_live(&a, &["t6a", "t6b"]).await;
     assert!(Arc::ptr_eq(&link_before, &link(&a)));
     let mut rx = inbound(&b, 4);

@@ -303,7 +303,12 @@ impl RactorLink {
 
     /// Every peer down (the ClusterManager stopped: its sessions died with it).
     pub(crate) fn all_down(&self) -> Vec<String> {
-        let names: Vec<String> = self.lock().routes.keys().cloned().collect();
+        let names: Vec<String> = {
+            let mut state = self.lock();
+            state.connected_addrs.clear();
+            state.connected_names.clear();
+            state.routes.keys().cloned().collect()
+        };
         for n in &names {
             self.set_down(n);
         }
