@@ -72,13 +72,16 @@ pub struct ServeArgs {
     #[arg(long, env = "LEDGER_NODE_NAME", help_heading = "Cluster")]
     pub node_name: Option<String>,
 
-    /// Address the cluster transport (ractor_cluster) listens on, HOST:PORT; peers connect
-    /// here, not to the gRPC port.
+    /// Address the cluster transport (ractor_cluster) listens on, HOST:PORT with a fixed port
+    /// (0 is refused: peers must know it); peers connect here, not to the gRPC port. The
+    /// link is plain TCP: the secret authenticates nodes (challenge-response, never sent)
+    /// but does not encrypt, so keep cluster traffic on a private network.
     #[arg(long, env = "LEDGER_CLUSTER_LISTEN", help_heading = "Cluster")]
     pub cluster_listen: Option<SocketAddr>,
 
     /// A peer's cluster address, HOST:PORT; repeat the flag for several (environment:
-    /// comma-separated). Unreachable peers are retried with backoff forever.
+    /// comma-separated). Unreachable peers are retried forever, with a jittered backoff from
+    /// 100 ms doubling to 5 s; they never delay start-up.
     #[arg(
         long = "peer",
         env = "LEDGER_PEERS",
@@ -281,6 +284,12 @@ fn cluster_from_args(a: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError
     let listen = a
         .cluster_listen
         .ok_or_else(|| ConfigError("--node-name is set but --cluster-listen is missing".into()))?;
+    if listen.port() == 0 {
+        // ractor_cluster does not report the port it was given for 0, and peers need it.
+        return Err(ConfigError(format!(
+            "--cluster-listen {listen}: give a fixed port (peers must know where to connect)"
+        )));
+    }
     let secret = match (&a.cluster_secret, &a.cluster_secret_file) {
         (Some(_), Some(_)) => {
             return Err(ConfigError(
@@ -415,6 +424,16 @@ mod tests {
             parse(&v).map(|c| c.cluster.unwrap())
         };
         assert!(with(&[]).unwrap_err().to_string().contains("shared secret"));
+        let e = parse(&[
+            "--node-name",
+            "a",
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            "s",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("fixed port"), "{e}");
         let e = with(&["--cluster-secret", "s", "--peer", "nohost"]).unwrap_err();
         assert!(e.to_string().contains("\"nohost\" is not HOST:PORT"), "{e}");
         let c = with(&["--cluster-secret", "s", "--replication-acks", "2"]).unwrap();

@@ -15,8 +15,9 @@
 //! - `storage`: the redb schema and the only code that touches redb: range reads and the
 //!   group-commit writer.
 //! - `actors`: the supervision tree, one folder level per supervisor:
-//!   `LedgerSupervisor` → `StorageSupervisor`, `WatchRegistry`, `Replicator` (cluster
-//!   nodes only), `ContextSupervisor`
+//!   `LedgerSupervisor` → `StorageSupervisor`, `WatchRegistry`, `ClusterManager` (when
+//!   clustered: the ractor_cluster node and the `ClusterLink`), `Replicator` (cluster nodes
+//!   only), `ContextSupervisor`
 //!   (→ one `ContextActor` per live context), `GrpcServerSupervisor`.
 //! - `api`: the tonic services; proto ↔ model conversion; `LedgerError` → `Status` in one place.
 //! - `client`: a small typed client shared by the CLI, the examples and the tests.

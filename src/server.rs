@@ -1,7 +1,8 @@
 //! The imperative shell of `serve`: bind the socket, open the store, start the supervision
 //! tree, and shut it down in order. Tests use it in-process on 127.0.0.1:0.
 
-use crate::actors::{LedgerSupervisor, LedgerSupervisorArgs, Shared};
+use crate::actors::cluster::{ClusterLink, RactorLink};
+use crate::actors::{ClusterArgs, LedgerSupervisor, LedgerSupervisorArgs, Shared};
 use crate::config::{Config, StorageConfig};
 use crate::integrity::NoteSigner;
 use crate::storage::{DurabilityMode, Store};
@@ -20,6 +21,7 @@ pub struct Ledger {
     root: ActorRef<crate::actors::LedgerSupervisorMsg>,
     root_done: JoinHandle<()>,
     shared: Arc<Shared>,
+    cluster_link: Option<Arc<RactorLink>>,
 }
 
 /// Why the ledger could not start.
@@ -63,7 +65,16 @@ static NAMESPACE: AtomicU64 = AtomicU64::new(1);
 impl Ledger {
     /// Binds, opens storage and starts every actor; returns once the server accepts calls.
     pub async fn start(config: &Config) -> Result<Ledger, StartError> {
-        Self::start_inner(config, None).await
+        Self::start_inner(config, None, true).await
+    }
+
+    /// As `start`, but on a cluster node without the Replicator: the ClusterManager and
+    /// its link run, and inbound frames go to whoever registers with `set_inbound`. For
+    /// testing the transport alone (tests/cluster_transport.rs); a node started this way
+    /// does not replicate.
+    #[doc(hidden)]
+    pub async fn start_transport_only(config: &Config) -> Result<Ledger, StartError> {
+        Self::start_inner(config, None, false).await
     }
 
     /// As `start`, as a node of a cluster reached through `link` (tests pass a
@@ -74,12 +85,13 @@ impl Ledger {
         config: &Config,
         link: Arc<dyn crate::actors::cluster::ClusterLink>,
     ) -> Result<Ledger, StartError> {
-        Self::start_inner(config, Some(link)).await
+        Self::start_inner(config, Some(link), true).await
     }
 
     async fn start_inner(
         config: &Config,
         link: Option<Arc<dyn crate::actors::cluster::ClusterLink>>,
+        replicate: bool,
     ) -> Result<Ledger, StartError> {
         let signer = load_signer(config)?;
         let listener =
@@ -106,6 +118,22 @@ impl Ledger {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let namespace = format!("ledger{}", NAMESPACE.fetch_add(1, Ordering::Relaxed));
         let shared = Shared::new(namespace.clone(), store, config, shutdown_rx, signer);
+        // The cluster transport: the link a test gives, or ractor_cluster when the config
+        // names a cluster. A ractor link is created once and outlives ClusterManager restarts.
+        let mut cluster = None;
+        let link: Option<Arc<dyn ClusterLink>> = match link {
+            Some(l) => Some(l),
+            None => config.cluster.as_ref().map(|c| {
+                let ractor = RactorLink::new(&c.node_name, &c.listen.to_string(), &c.peers);
+                cluster = Some(ClusterArgs {
+                    config: c.clone(),
+                    link: ractor.clone(),
+                });
+                let dyn_link: Arc<dyn ClusterLink> = ractor;
+                dyn_link
+            }),
+        };
+        let cluster_link = cluster.as_ref().map(|c| c.link.clone());
         if let Some(link) = link {
             let acks = config
                 .cluster
@@ -121,10 +149,13 @@ impl Ledger {
                 tracing::warn!(configured = %c.node_name, link = %link.node_name(),
                     "the cluster link's node name differs from --node-name; the link's is used");
             }
+            // A fresh Shared: the slots are empty, so these cannot fail.
             let _ = shared.cluster_link.set(link.clone());
-            let _ = shared
-                .replication
-                .set(crate::actors::replication::Replication::new(link, acks));
+            if replicate {
+                let _ = shared
+                    .replication
+                    .set(crate::actors::replication::Replication::new(link, acks));
+            }
         }
         let (root, root_done) = Actor::spawn(
             Some(format!("{namespace}/ledger_supervisor")),
@@ -132,6 +163,7 @@ impl Ledger {
             LedgerSupervisorArgs {
                 shared: shared.clone(),
                 listener: Arc::new(listener),
+                cluster,
             },
         )
         .await
@@ -143,6 +175,7 @@ impl Ledger {
             root,
             root_done,
             shared,
+            cluster_link,
         })
     }
 
@@ -164,6 +197,12 @@ impl Ledger {
         &self.shared
     }
 
+    /// The cluster transport, when this node is clustered (also in `Shared::cluster_link`,
+    /// as a `dyn ClusterLink`); this typed handle exposes its counters.
+    pub fn cluster_link(&self) -> Option<&Arc<RactorLink>> {
+        self.cluster_link.as_ref()
+    }
+
     /// Resolves if the supervision tree stops on its own (its restart budget ran out).
     pub async fn stopped(&mut self) {
         let _ = (&mut self.root_done).await;
@@ -182,6 +221,9 @@ impl Ledger {
             .await;
         self.root.stop(Some("shutdown".into()));
         let _ = self.root_done.await;
+        if let Some(link) = &self.cluster_link {
+            link.close();
+        }
         // Tasks that held handles (a finished request, a watch stream's last send, a timer)
         // let go of them moments after the tree stops. Wait, so that when this returns the
         // database is closed and the same data dir can be opened again in this process.

@@ -1,14 +1,17 @@
-//! LedgerSupervisor: the root. Starts StorageSupervisor, WatchRegistry, the Replicator
-//! (cluster nodes only), ContextSupervisor and GrpcServerSupervisor in that order (each depends only on those before it), restarts
+//! LedgerSupervisor: the root. Starts StorageSupervisor, WatchRegistry, ClusterManager (when
+//! clustered over ractor_cluster), the Replicator (cluster nodes only), ContextSupervisor and
+//! GrpcServerSupervisor in that order (each depends only on those before it), restarts
 //! any that fails (one-for-one, within a restart budget), and shuts them down in reverse
 //! order so every acknowledged write is durable before the process exits.
 
+use super::cluster::{ClusterManager, ClusterManagerArgs, RactorLink, CLUSTER_MANAGER_NAME};
 use super::context::{ContextSupervisor, CONTEXT_SUPERVISOR_NAME};
 use super::grpc::{GrpcServerArgs, GrpcServerSupervisor, GRPC_SERVER_NAME};
 use super::replication::{Replicator, REPLICATOR_NAME};
 use super::storage::{StorageSupervisor, STORAGE_SUPERVISOR_NAME};
 use super::watch::{WatchRegistry, WATCH_REGISTRY_NAME};
 use super::{RestartBudget, Shared};
+use crate::config::ClusterConfig;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +22,15 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct LedgerSupervisorArgs {
     pub shared: Arc<Shared>,
     pub listener: Arc<std::net::TcpListener>,
+    /// Set when this node is part of a cluster: its configuration and the link (already in
+    /// `Shared::cluster_link`) the ClusterManager keeps up to date across its restarts.
+    pub cluster: Option<ClusterArgs>,
+}
+
+#[derive(Clone)]
+pub struct ClusterArgs {
+    pub config: ClusterConfig,
+    pub link: Arc<RactorLink>,
 }
 
 pub enum LedgerSupervisorMsg {
@@ -33,29 +45,37 @@ pub struct LedgerSupervisor;
 enum Child {
     Storage,
     Watch,
+    Cluster,
     Replicator,
     Contexts,
     Grpc,
 }
 
 impl Child {
-    const START_ORDER: [Child; 5] = [
+    const START_ORDER: [Child; 6] = [
         Child::Storage,
         Child::Watch,
+        Child::Cluster,
         Child::Replicator,
         Child::Contexts,
         Child::Grpc,
     ];
 
-    /// Whether this ledger runs the child (the Replicator only on a cluster node).
-    fn wanted(self, shared: &Shared) -> bool {
-        self != Child::Replicator || shared.replication().is_some()
+    /// Whether this ledger runs the child: the ClusterManager when it has a ractor_cluster
+    /// configuration, the Replicator whenever it has a cluster link (ractor or in-memory).
+    fn wanted(self, shared: &Shared, cluster: Option<&ClusterArgs>) -> bool {
+        match self {
+            Child::Cluster => cluster.is_some(),
+            Child::Replicator => shared.replication().is_some(),
+            _ => true,
+        }
     }
 
     fn name(self) -> &'static str {
         match self {
             Child::Storage => STORAGE_SUPERVISOR_NAME,
             Child::Watch => WATCH_REGISTRY_NAME,
+            Child::Cluster => CLUSTER_MANAGER_NAME,
             Child::Replicator => REPLICATOR_NAME,
             Child::Contexts => CONTEXT_SUPERVISOR_NAME,
             Child::Grpc => GRPC_SERVER_NAME,
@@ -66,6 +86,7 @@ impl Child {
 pub struct LedgerState {
     shared: Arc<Shared>,
     listener: Arc<std::net::TcpListener>,
+    cluster: Option<ClusterArgs>,
     children: Vec<(Child, ActorCell)>,
     budget: RestartBudget,
     stopping: bool,
@@ -75,6 +96,7 @@ async fn start_child(
     myself: &ActorRef<LedgerSupervisorMsg>,
     state_shared: &Arc<Shared>,
     listener: &Arc<std::net::TcpListener>,
+    cluster: Option<&ClusterArgs>,
     child: Child,
 ) -> Result<ActorCell, ActorProcessingErr> {
     let cell = myself.get_cell();
@@ -95,6 +117,21 @@ async fn start_child(
                 .spawn_linked(name.clone(), Replicator, state_shared.clone())
                 .await
                 .map(|(a, _)| a.get_cell()),
+            Child::Cluster => match cluster {
+                Some(c) => cell
+                    .spawn_linked(
+                        name.clone(),
+                        ClusterManager,
+                        ClusterManagerArgs {
+                            shared: state_shared.clone(),
+                            config: c.config.clone(),
+                            link: c.link.clone(),
+                        },
+                    )
+                    .await
+                    .map(|(a, _)| a.get_cell()),
+                None => return Err("no cluster configured".into()),
+            },
             Child::Contexts => cell
                 .spawn_linked(name.clone(), ContextSupervisor, state_shared.clone())
                 .await
@@ -135,15 +172,23 @@ impl Actor for LedgerSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
         for child in Child::START_ORDER {
-            if !child.wanted(&args.shared) {
+            if !child.wanted(&args.shared, args.cluster.as_ref()) {
                 continue;
             }
-            let cell = start_child(&myself, &args.shared, &args.listener, child).await?;
+            let cell = start_child(
+                &myself,
+                &args.shared,
+                &args.listener,
+                args.cluster.as_ref(),
+                child,
+            )
+            .await?;
             children.push((child, cell));
         }
         Ok(LedgerState {
             shared: args.shared,
             listener: args.listener,
+            cluster: args.cluster,
             children,
             budget: RestartBudget::new(20, Duration::from_secs(60)),
             stopping: false,
@@ -203,7 +248,14 @@ impl Actor for LedgerSupervisor {
             )
             .into());
         }
-        let cell = start_child(&myself, &state.shared, &state.listener, child).await?;
+        let cell = start_child(
+            &myself,
+            &state.shared,
+            &state.listener,
+            state.cluster.as_ref(),
+            child,
+        )
+        .await?;
         state.children[idx].1 = cell;
         Ok(())
     }

@@ -5,6 +5,9 @@
 //! ├── StorageSupervisor                 storage/   (owns the redb Database)
 //! │   └── StorageWriter                 storage/   (the group-commit thread)
 //! ├── WatchRegistry                     watch/     (subscriptions, live fan-out)
+//! ├── ClusterManager (when clustered)   cluster/   (ractor_cluster node, peers, membership)
+//! │   ├── NodeServer                    ractor_cluster (listener + one NodeSession per peer)
+//! │   └── PeerEndpoint                  cluster/   (frames from peers → the RactorLink)
 //! ├── Replicator (cluster nodes only)   replication/ (forwarding, shipping, catch-up)
 //! ├── ContextSupervisor                 context/
 //! │   └── ContextActor × live contexts  context/   (single writer of one context)
@@ -24,6 +27,8 @@ mod shared;
 pub mod storage;
 pub mod watch;
 
-pub use ledger_supervisor::{LedgerSupervisor, LedgerSupervisorArgs, LedgerSupervisorMsg};
+pub use ledger_supervisor::{
+    ClusterArgs, LedgerSupervisor, LedgerSupervisorArgs, LedgerSupervisorMsg,
+};
 pub use restart_budget::RestartBudget;
 pub use shared::Shared;
