@@ -28,6 +28,9 @@
 //!   whole session on the receiving side): it is dropped, counted and logged at error.
 //! - Inbound frames are handed to the registered `set_inbound` sender with `try_send`; with
 //!   no sender, or a full one, the frame is dropped and counted.
+//! - `members()` is a tokio `watch`: never hold its `borrow()` (or the `Ref` that
+//!   `wait_for` returns) while borrowing again or awaiting — a publish waiting for the write
+//!   lock blocks new readers, and the ClusterManager with it (seen in a test).
 //! - `from` is the sending node's name as its endpoint stated it; only nodes that proved the
 //!   cluster secret can reach an endpoint.
 
