@@ -9,10 +9,14 @@
 //! - `integrity`: canonical bytes and content hashes, the RFC 9162 Merkle tree and its
 //!   proofs, Lamport clocks (pure).
 //! - `snapshot`: the versioned CBOR snapshot format and its verification (pure).
+//! - `replication`: the cluster's rules (pure): who owns a context, epochs and which history
+//!   is authoritative, divergence detection, the versioned replication messages. The
+//!   actors that apply them are in `actors::replication`.
 //! - `storage`: the redb schema and the only code that touches redb: range reads and the
 //!   group-commit writer.
 //! - `actors`: the supervision tree, one folder level per supervisor:
-//!   `LedgerSupervisor` → `StorageSupervisor`, `WatchRegistry`, `ContextSupervisor`
+//!   `LedgerSupervisor` → `StorageSupervisor`, `WatchRegistry`, `Replicator` (cluster
+//!   nodes only), `ContextSupervisor`
 //!   (→ one `ContextActor` per live context), `GrpcServerSupervisor`.
 //! - `api`: the tonic services; proto ↔ model conversion; `LedgerError` → `Status` in one place.
 //! - `client`: a small typed client shared by the CLI, the examples and the tests.
@@ -30,6 +34,7 @@ pub mod error;
 pub mod integrity;
 pub mod model;
 pub mod proto;
+pub mod replication;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

@@ -63,6 +63,24 @@ static NAMESPACE: AtomicU64 = AtomicU64::new(1);
 impl Ledger {
     /// Binds, opens storage and starts every actor; returns once the server accepts calls.
     pub async fn start(config: &Config) -> Result<Ledger, StartError> {
+        Self::start_inner(config, None).await
+    }
+
+    /// As `start`, as a node of a cluster reached through `link` (tests pass a
+    /// `MemoryNet` link): the link and the replication state are set before the tree
+    /// starts, so the Replicator starts with it. `--replication-acks` comes from
+    /// `config.cluster` (0 without one); the node's name is the link's.
+    pub async fn start_with_link(
+        config: &Config,
+        link: Arc<dyn crate::actors::cluster::ClusterLink>,
+    ) -> Result<Ledger, StartError> {
+        Self::start_inner(config, Some(link)).await
+    }
+
+    async fn start_inner(
+        config: &Config,
+        link: Option<Arc<dyn crate::actors::cluster::ClusterLink>>,
+    ) -> Result<Ledger, StartError> {
         let signer = load_signer(config)?;
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
@@ -88,6 +106,26 @@ impl Ledger {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let namespace = format!("ledger{}", NAMESPACE.fetch_add(1, Ordering::Relaxed));
         let shared = Shared::new(namespace.clone(), store, config, shutdown_rx, signer);
+        if let Some(link) = link {
+            let acks = config
+                .cluster
+                .as_ref()
+                .map_or(crate::config::ReplicationAcks::Count(0), |c| {
+                    c.replication_acks
+                });
+            if let Some(c) = config
+                .cluster
+                .as_ref()
+                .filter(|c| c.node_name != link.node_name())
+            {
+                tracing::warn!(configured = %c.node_name, link = %link.node_name(),
+                    "the cluster link's node name differs from --node-name; the link's is used");
+            }
+            let _ = shared.cluster_link.set(link.clone());
+            let _ = shared
+                .replication
+                .set(crate::actors::replication::Replication::new(link, acks));
+        }
         let (root, root_done) = Actor::spawn(
             Some(format!("{namespace}/ledger_supervisor")),
             LedgerSupervisor,

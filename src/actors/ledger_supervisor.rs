@@ -1,10 +1,11 @@
-//! LedgerSupervisor: the root. Starts StorageSupervisor, WatchRegistry, ContextSupervisor
-//! and GrpcServerSupervisor in that order (each depends only on those before it), restarts
+//! LedgerSupervisor: the root. Starts StorageSupervisor, WatchRegistry, the Replicator
+//! (cluster nodes only), ContextSupervisor and GrpcServerSupervisor in that order (each depends only on those before it), restarts
 //! any that fails (one-for-one, within a restart budget), and shuts them down in reverse
 //! order so every acknowledged write is durable before the process exits.
 
 use super::context::{ContextSupervisor, CONTEXT_SUPERVISOR_NAME};
 use super::grpc::{GrpcServerArgs, GrpcServerSupervisor, GRPC_SERVER_NAME};
+use super::replication::{Replicator, REPLICATOR_NAME};
 use super::storage::{StorageSupervisor, STORAGE_SUPERVISOR_NAME};
 use super::watch::{WatchRegistry, WATCH_REGISTRY_NAME};
 use super::{RestartBudget, Shared};
@@ -32,17 +33,30 @@ pub struct LedgerSupervisor;
 enum Child {
     Storage,
     Watch,
+    Replicator,
     Contexts,
     Grpc,
 }
 
 impl Child {
-    const START_ORDER: [Child; 4] = [Child::Storage, Child::Watch, Child::Contexts, Child::Grpc];
+    const START_ORDER: [Child; 5] = [
+        Child::Storage,
+        Child::Watch,
+        Child::Replicator,
+        Child::Contexts,
+        Child::Grpc,
+    ];
+
+    /// Whether this ledger runs the child (the Replicator only on a cluster node).
+    fn wanted(self, shared: &Shared) -> bool {
+        self != Child::Replicator || shared.replication().is_some()
+    }
 
     fn name(self) -> &'static str {
         match self {
             Child::Storage => STORAGE_SUPERVISOR_NAME,
             Child::Watch => WATCH_REGISTRY_NAME,
+            Child::Replicator => REPLICATOR_NAME,
             Child::Contexts => CONTEXT_SUPERVISOR_NAME,
             Child::Grpc => GRPC_SERVER_NAME,
         }
@@ -75,6 +89,10 @@ async fn start_child(
                 .map(|(a, _)| a.get_cell()),
             Child::Watch => cell
                 .spawn_linked(name.clone(), WatchRegistry, state_shared.clone())
+                .await
+                .map(|(a, _)| a.get_cell()),
+            Child::Replicator => cell
+                .spawn_linked(name.clone(), Replicator, state_shared.clone())
                 .await
                 .map(|(a, _)| a.get_cell()),
             Child::Contexts => cell
@@ -117,6 +135,9 @@ impl Actor for LedgerSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut children = Vec::new();
         for child in Child::START_ORDER {
+            if !child.wanted(&args.shared) {
+                continue;
+            }
             let cell = start_child(&myself, &args.shared, &args.listener, child).await?;
             children.push((child, cell));
         }

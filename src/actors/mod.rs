@@ -5,6 +5,7 @@
 //! ├── StorageSupervisor                 storage/   (owns the redb Database)
 //! │   └── StorageWriter                 storage/   (the group-commit thread)
 //! ├── WatchRegistry                     watch/     (subscriptions, live fan-out)
+//! ├── Replicator (cluster nodes only)   replication/ (forwarding, shipping, catch-up)
 //! ├── ContextSupervisor                 context/
 //! │   └── ContextActor × live contexts  context/   (single writer of one context)
 //! └── GrpcServerSupervisor              grpc/      (the tonic server)
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod context;
 pub mod grpc;
 mod ledger_supervisor;
+pub mod replication;
 mod restart_budget;
 mod shared;
 pub mod storage;

@@ -6,6 +6,7 @@
 //! one it gets UNAVAILABLE instead of a stale handle.
 
 use super::cluster::ClusterLink;
+use super::replication::Replication;
 use super::watch::WatchHub;
 use crate::config::{ClusterConfig, Config};
 use crate::error::LedgerError;
@@ -38,6 +39,8 @@ pub struct Shared {
     /// The cluster transport, set once at start-up when this node is part of a cluster
     /// (the ractor_cluster link, or an in-memory one in tests); empty on a single node.
     pub cluster_link: OnceLock<Arc<dyn ClusterLink>>,
+    /// The replication state, set with `cluster_link` (see `actors::replication`).
+    pub replication: OnceLock<Arc<Replication>>,
     /// The cluster flags (`serve --node-name ...`); None on a single node.
     pub cluster_config: Option<ClusterConfig>,
 }
@@ -62,6 +65,7 @@ impl Shared {
             shutdown,
             checkpoint_signer,
             cluster_link: OnceLock::new(),
+            replication: OnceLock::new(),
             cluster_config: config.cluster.clone(),
         })
     }
@@ -83,6 +87,12 @@ impl Shared {
     /// The cluster link, if this node is part of a cluster.
     pub fn cluster_link(&self) -> Option<&Arc<dyn ClusterLink>> {
         self.cluster_link.get()
+    }
+
+    /// The replication state, if this node is part of a cluster. Empty on a single node,
+    /// and then nothing on the append path does replication work.
+    pub fn replication(&self) -> Option<&Arc<Replication>> {
+        self.replication.get()
     }
 
     pub fn is_shutting_down(&self) -> bool {

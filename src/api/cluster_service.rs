@@ -6,6 +6,7 @@
 
 use super::status::to_status;
 use crate::actors::cluster::MemberStatus;
+use crate::actors::replication;
 use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::model::validate_context_id;
@@ -52,6 +53,12 @@ fn member_state_name(s: MemberStatus) -> &'static str {
     }
 }
 
+/// Quarantined entries listed in one answer (the total is always given).
+pub const STATUS_QUARANTINE_MAX: usize = 1000;
+
+/// Why an entry is in quarantine (the one way one gets there: docs/CLUSTER.md).
+const QUARANTINE_REASON: &str = "diverged from the authoritative history (greatest epoch, then size, then node name) when replicas were reconciled";
+
 /// The whole answer, from local state only.
 pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto::StatusResponse> {
     let limit = match req.limit {
@@ -64,60 +71,87 @@ pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto
         n => n,
     } as usize;
     let reader = shared.store.reader()?;
-    let listed: Vec<(String, u64)> = if req.context_id.is_empty() {
-        reader.contexts(&req.after_context_id, limit + 1)?
+    let mut listed: Vec<String> = if req.context_id.is_empty() {
+        let after = (!req.after_context_id.is_empty()).then_some(req.after_context_id.as_str());
+        reader.contexts_after(after, limit + 1)?
     } else {
         validate_context_id(&shared.limits, &req.context_id)?;
-        vec![(
-            req.context_id.clone(),
-            reader.latest_sequence(&req.context_id)?,
-        )]
+        vec![req.context_id.clone()]
     };
-    let more = listed.len() > limit;
-    let listed = &listed[..listed.len().min(limit)];
-    let next_after_context_id = if more {
-        listed.last().map(|(c, _)| c.clone()).unwrap_or_default()
+    let next_after_context_id = if listed.len() > limit {
+        listed.truncate(limit);
+        listed.last().cloned().unwrap_or_default()
     } else {
         String::new()
     };
-    let link = shared.cluster_link();
-    let members = link
-        .map(|l| {
-            l.member_states()
-                .into_iter()
-                .map(|m| proto::MemberStatus {
-                    name: m.name,
-                    address: m.address.unwrap_or_default(),
-                    state: member_state_name(m.status).to_string(),
-                    since_unix_ms: unix_ms(m.since),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let contexts = listed
-        .iter()
-        .map(|(ctx, latest)| proto::ContextStatus {
-            context_id: ctx.clone(),
-            owner: String::new(),
-            epoch: 0,
-            latest_sequence: *latest,
-            replicas: Vec::new(),
-        })
-        .collect();
+    let mut contexts = Vec::with_capacity(listed.len());
+    for ctx in listed {
+        let status = match replication::context_replication(shared, &reader, &ctx)? {
+            Some(r) => proto::ContextStatus {
+                context_id: r.context_id,
+                owner: r.owner.unwrap_or_default(),
+                epoch: r.epoch,
+                latest_sequence: r.latest_sequence,
+                replicas: r
+                    .replicas
+                    .into_iter()
+                    .filter_map(|p| {
+                        Some(proto::ReplicaStatus {
+                            node: p.node,
+                            applied_sequence: p.applied_sequence?,
+                            lag: p.lag?,
+                        })
+                    })
+                    .collect(),
+            },
+            None => proto::ContextStatus {
+                latest_sequence: reader.latest_sequence(&ctx)?,
+                context_id: ctx,
+                ..Default::default()
+            },
+        };
+        contexts.push(status);
+    }
+    let durability = durability_name(shared.store.mode()).to_string();
+    let Some(r) = replication::replication_status(shared, &reader, STATUS_QUARANTINE_MAX)? else {
+        return Ok(proto::StatusResponse {
+            replication_acks: "0".into(),
+            durability,
+            contexts,
+            next_after_context_id,
+            ..Default::default()
+        });
+    };
     Ok(proto::StatusResponse {
-        node_name: link.map(|l| l.node_name().to_string()).unwrap_or_default(),
-        clustered: link.is_some(),
-        replication_acks: shared
-            .cluster_config
-            .as_ref()
-            .map(|c| c.replication_acks.to_string())
-            .unwrap_or_else(|| "0".into()),
-        durability: durability_name(shared.store.mode()).to_string(),
-        members,
+        node_name: r.node,
+        clustered: true,
+        replication_acks: r.acks.to_string(),
+        durability,
+        members: r
+            .members
+            .into_iter()
+            .map(|m| proto::MemberStatus {
+                name: m.name,
+                address: m.address.unwrap_or_default(),
+                state: member_state_name(m.status).to_string(),
+                since_unix_ms: unix_ms(m.since),
+            })
+            .collect(),
         contexts,
         next_after_context_id,
-        quarantined_entries: 0,
-        quarantine: Vec::new(),
+        quarantined_entries: r.quarantined_total,
+        quarantine: r
+            .quarantined
+            .into_iter()
+            .map(|q| proto::QuarantinedEntry {
+                context_id: q.context_id,
+                sequence: q.sequence,
+                epoch: q.epoch,
+                content_hash: q.entry.content_hash.to_vec().into(),
+                quarantined_at_unix_ms: q.quarantined_at_ns / 1_000_000,
+                reason: QUARANTINE_REASON.into(),
+            })
+            .collect(),
     })
 }
 

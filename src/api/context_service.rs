@@ -136,10 +136,14 @@ impl ContextService for ContextApi {
         };
         // Each attempt sends a copy (the payload is shared, not copied): an actor that
         // stopped before taking the message dropped it, and the retry needs it again.
-        let outcome = route(&self.shared, &context_id, |reply| {
-            ContextMsg::Append(input.clone(), reply)
-        })
-        .await;
+        let outcome = if self.shared.replication().is_some() {
+            crate::actors::replication::append(&self.shared, &context_id, input).await
+        } else {
+            route(&self.shared, &context_id, |reply| {
+                ContextMsg::Append(input.clone(), reply)
+            })
+            .await
+        };
         let outcome = outcome.map_err(to_status)?;
         Ok(Response::new(proto::AppendResponse {
             entry: Some(entry_to_proto(outcome.entry)),
@@ -200,6 +204,11 @@ impl ContextService for ContextApi {
             .await
             .map_err(to_status)?;
         let context_id: Arc<str> = Arc::from(req.context_id);
+        if self.shared.replication().is_some() {
+            crate::actors::replication::check_load(&self.shared, &context_id)
+                .await
+                .map_err(to_status)?;
+        }
         let entries = Arc::new(entries);
         let fail_if_exists = req.fail_if_exists;
         let outcome = route(&self.shared, &context_id, |reply| {

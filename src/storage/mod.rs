@@ -10,5 +10,7 @@ pub use codec::{
     decode_entry, decode_entry_in, encode_entry, encode_entry_into, encode_entry_with_nodes_into,
     CodecError,
 };
-pub use store::{ContextNodes, DurabilityMode, Head, StorageError, Store, StoreReader};
-pub use writer::{commit_batch, spawn_writer, CommitResult, OnDone, WriteOp, WriterMsg};
+pub use store::{
+    ContextNodes, DurabilityMode, Head, Quarantined, StorageError, Store, StoreReader,
+};
+pub use writer::{commit_batch, spawn_writer, CommitResult, OnDone, ReplicaOp, WriteOp, WriterMsg};

@@ -46,3 +46,15 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 ///   A layout-1 data dir is refused (format-1 values still decode, so a migration could
 ///   be added; none exists yet: export with Snapshot and Load into a new data dir).
 pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/2";
+
+/// context → the highest replication epoch this node accepted for it (see
+/// `replication::epoch`). Only written on a cluster node; absent = 0.
+pub const CONTEXT_EPOCH: TableDefinition<&str, u64> = TableDefinition::new("context_epoch");
+
+/// (context, sequence, quarantined_at_ns) → (epoch it was held under, encoded entry):
+/// entries of a divergent tail that a stale owner wrote and the authoritative history does
+/// not have. Moved here by a replica's self-healing, never merged back, never dropped.
+/// Adding these two tables did not change the layout of the others (a store written before
+/// them gets them, empty, at open).
+pub const QUARANTINE: TableDefinition<(&str, u64, u64), (u64, &[u8])> =
+    TableDefinition::new("quarantine");

@@ -7,14 +7,18 @@ use super::codec::{
     CodecError,
 };
 use super::schema::{
-    ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, LAYOUT_VERSION, MERKLE_NODES, META,
+    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, LAYOUT_VERSION, MERKLE_NODES,
+    META, QUARANTINE,
 };
 use super::writer::completed_by;
 use crate::error::LedgerError;
 use crate::integrity::merkle::{leaf_hash, Frontier, NodePos};
 use crate::integrity::proof::{frontier_at, NodeSource};
 use crate::model::{Entry, Hash};
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -132,6 +136,8 @@ impl Store {
             txn.open_table(KEY_BLOCKS)?;
             txn.open_table(MERKLE_NODES)?;
             txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(CONTEXT_EPOCH)?;
+            txn.open_table(QUARANTINE)?;
         }
         txn.commit()?;
         Ok(Store {
@@ -344,42 +350,112 @@ impl StoreReader {
         Ok(out)
     }
 
-    /// Up to `limit` contexts whose id sorts after `after` ("" = from the first), with their
-    /// latest sequences, in id order. One B-tree descent per context, not a scan of entries.
-    pub fn contexts(&self, after: &str, limit: usize) -> Result<Vec<(String, u64)>, StorageError> {
-        let t = self.entries_table()?;
-        let mut out = Vec::new();
-        // The first key at or above (after, u64::MAX) skips `after` itself when it is set.
-        let mut from: (String, u64) = if after.is_empty() {
-            (String::new(), 0)
-        } else {
-            (after.to_string(), u64::MAX)
-        };
-        while out.len() < limit {
-            let next = {
-                let mut range = t.range((from.0.as_str(), from.1)..)?;
-                match range.next() {
-                    Some(r) => r?.0.value().0.to_string(),
-                    None => break,
-                }
-            };
-            let latest = self.latest_sequence(&next)?;
-            out.push((next.clone(), latest));
-            from = (next, u64::MAX);
-        }
-        Ok(out)
-    }
-
     /// The sequence an idempotency key created, if any.
     pub fn idempotent_sequence(&self, ctx: &str, key: &str) -> Result<Option<u64>, StorageError> {
         let t = self.txn.open_table(IDEMPOTENCY)?;
         Ok(t.get((ctx, key))?.map(|v| v.value()))
     }
 
+    /// The highest replication epoch accepted for a context (0 = none yet).
+    pub fn epoch(&self, ctx: &str) -> Result<u64, StorageError> {
+        let t = self.txn.open_table(CONTEXT_EPOCH)?;
+        Ok(t.get(ctx)?.map_or(0, |v| v.value()))
+    }
+
+    /// Up to `limit` context ids greater than `after` (None = from the start), in order:
+    /// one B-tree descent per context (a skip scan of ENTRIES).
+    pub fn contexts_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let t = self.entries_table()?;
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = after.map(str::to_string);
+        while out.len() < limit {
+            let next = match &cursor {
+                None => t.range(("", 0u64)..)?.next(),
+                Some(c) => {
+                    let mut r = t.range((c.as_str(), u64::MAX)..)?;
+                    let n = r.next();
+                    if matches!(&n, Some(Ok((k, _))) if k.value().0 == c.as_str()) {
+                        r.next()
+                    } else {
+                        n
+                    }
+                }
+            };
+            match next {
+                Some(r) => {
+                    let ctx = r?.0.value().0.to_string();
+                    cursor = Some(ctx.clone());
+                    out.push(ctx);
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The (idempotency key, sequence) pairs of a context whose sequence is in
+    /// `from..=to`. Scans the context's idempotency keys (they are keyed by key, not by
+    /// sequence): O(keys of the context).
+    pub fn idempotency_in(
+        &self,
+        ctx: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        let t = self.txn.open_table(IDEMPOTENCY)?;
+        let mut out = Vec::new();
+        for r in t.range((ctx, "")..)? {
+            let (k, v) = r?;
+            if k.value().0 != ctx {
+                break;
+            }
+            let seq = v.value();
+            if (from..=to).contains(&seq) {
+                out.push((k.value().1.to_string(), seq));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Quarantined entries, oldest context/sequence first, at most `limit`; and the total.
+    pub fn quarantined(&self, limit: usize) -> Result<(Vec<Quarantined>, u64), StorageError> {
+        let t = self.txn.open_table(QUARANTINE)?;
+        let total = t.len()?;
+        let mut out = Vec::new();
+        for r in t.iter()?.take(limit) {
+            let (k, v) = r?;
+            let (ctx, seq, at_ns) = k.value();
+            let (epoch, bytes) = v.value();
+            out.push(Quarantined {
+                context_id: ctx.to_string(),
+                sequence: seq,
+                quarantined_at_ns: at_ns,
+                epoch,
+                entry: decode_entry(seq, bytes)?,
+            });
+        }
+        Ok((out, total))
+    }
+
     /// The Merkle nodes of a context, for roots and proofs at any size.
     pub fn nodes<'a>(&'a self, ctx: &'a str) -> ContextNodes<'a> {
         ContextNodes { reader: self, ctx }
     }
+}
+
+/// An entry moved aside by self-healing (see `schema::QUARANTINE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    pub context_id: String,
+    pub sequence: u64,
+    pub quarantined_at_ns: u64,
+    /// The epoch of the history it belonged to on this node.
+    pub epoch: u64,
+    pub entry: Entry,
 }
 
 /// A `NodeSource` over one context in one read transaction: leaves from ENTRIES (the

@@ -6,5 +6,7 @@
 //! in-memory network and run over ractor_cluster unchanged.
 
 pub mod link;
+pub mod memory_link;
 
 pub use link::{ClusterLink, Inbound, LinkError, MemberState, MemberStatus, Members};
+pub use memory_link::MemoryNet;

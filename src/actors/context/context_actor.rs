@@ -7,6 +7,13 @@
 //! commit, so concurrent appends to one context share commits too; its head may run
 //! ahead of the disk, and any failed commit makes it stop and rebuild from storage.
 //!
+//! On a cluster node (see `actors::replication`) the same actor also applies entries
+//! shipped by the context's owner (`Apply`), in sequence order and through the same
+//! writer, after checking their content hashes and the owner's Merkle root; it moves a
+//! divergent tail to quarantine on request (`Quarantine`); and after each commit of its
+//! own appends it hands the entries to the replication layer to ship. On a single node
+//! none of this runs: `Shared::replication()` is empty and the append path is unchanged.
+//!
 //! **Invariant:** every entry it submits continues the one submitted before it, and the
 //! writer refuses any that does not continue what is stored, so a stale head can never
 //! write a gap or overwrite.
@@ -18,7 +25,8 @@ use crate::integrity::canonical::content_hash;
 use crate::integrity::lamport::next_clock;
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::model::{Entry, Hash, Metadata};
-use crate::storage::{DurabilityMode, OnDone, WriteOp, WriterMsg};
+use crate::replication::epoch::accepts;
+use crate::storage::{DurabilityMode, OnDone, ReplicaOp, WriteOp, WriterMsg};
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
@@ -59,8 +67,35 @@ pub struct LoadOutcome {
     pub merkle_root: Hash,
 }
 
+/// Entries shipped by the owner or fetched from a peer, to apply on this replica.
+#[derive(Clone, Debug)]
+pub struct ApplyInput {
+    /// Consecutive entries; those this replica already holds are skipped.
+    pub entries: Arc<Vec<Entry>>,
+    /// (idempotency key, sequence) pairs among them.
+    pub idempotency: Arc<Vec<(String, u64)>>,
+    /// The epoch they were written under; below this replica's epoch they are refused.
+    pub epoch: u64,
+    /// The sender's root after the last entry, when known: a mismatch means divergence.
+    pub expect_root: Option<Hash>,
+    /// The owner that shipped them: told `Applied` after the commit, asked for a sync on a
+    /// gap or a divergence.
+    pub from: Option<String>,
+}
+
 pub enum ContextMsg {
     Append(AppendInput, RpcReplyPort<LedgerResult<AppendOutcome>>),
+    /// An append on the owner of a context in a cluster, under the owner's claim `epoch`.
+    AppendAt(AppendInput, u64, RpcReplyPort<LedgerResult<AppendOutcome>>),
+    /// Replication: apply entries from a peer; answers the new latest sequence after the
+    /// commit (when a reply is given).
+    Apply(ApplyInput, Option<RpcReplyPort<LedgerResult<u64>>>),
+    /// Replication: move every entry after `keep` to quarantine (answers how many), then
+    /// stop so the next request rebuilds the head from storage.
+    Quarantine {
+        keep: u64,
+        reply: RpcReplyPort<LedgerResult<u64>>,
+    },
     Load(LoadInput, RpcReplyPort<LedgerResult<LoadOutcome>>),
     /// From the writer: the op ending at `through`, which remembered idempotency keys, is
     /// committed. (Other ops only decrement the shared in-flight count: no message, so a
@@ -88,6 +123,8 @@ pub struct ContextState {
     sequence: u64,
     lamport_clock: u64,
     frontier: Frontier,
+    /// The highest replication epoch accepted (0 on a single node).
+    epoch: u64,
     /// Ops handed to the writer and not yet completed; decremented by the completion, on
     /// the writer thread.
     ops_in_flight: Arc<AtomicUsize>,
@@ -125,7 +162,14 @@ impl Actor for ContextActor {
         myself: ActorRef<Self::Msg>,
         (shared, context_id): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let head = shared.store.reader()?.head(&context_id)?;
+        let reader = shared.store.reader()?;
+        let head = reader.head(&context_id)?;
+        let epoch = if shared.replication().is_some() {
+            reader.epoch(&context_id)?
+        } else {
+            0
+        };
+        drop(reader);
         tracing::trace!(context = %context_id, sequence = head.sequence, "context actor started");
         let idle = shared.context_idle;
         myself.send_interval(idle / 2, || ContextMsg::IdleCheck);
@@ -135,6 +179,7 @@ impl Actor for ContextActor {
             sequence: head.sequence,
             lamport_clock: head.lamport_clock,
             frontier: head.frontier,
+            epoch,
             ops_in_flight: Arc::new(AtomicUsize::new(0)),
             idempotency_in_flight: HashMap::new(),
             duplicate_waiters: Vec::new(),
@@ -152,6 +197,19 @@ impl Actor for ContextActor {
             ContextMsg::Append(input, reply) => {
                 state.last_active = Instant::now();
                 append(&myself, state, input, reply).await;
+            }
+            ContextMsg::AppendAt(input, epoch, reply) => {
+                state.last_active = Instant::now();
+                raise_epoch(state, epoch).await;
+                append(&myself, state, input, reply).await;
+            }
+            ContextMsg::Apply(input, reply) => {
+                state.last_active = Instant::now();
+                apply(&myself, state, input, reply).await;
+            }
+            ContextMsg::Quarantine { keep, reply } => {
+                state.last_active = Instant::now();
+                quarantine(&myself, state, keep, reply).await;
             }
             ContextMsg::Load(input, reply) => {
                 state.last_active = Instant::now();
@@ -199,12 +257,29 @@ impl Actor for ContextActor {
 
 /// The completion of a write: answer, publish, tell the actor (only when it waits for
 /// this op's idempotency keys, or on failure). Runs on the writer thread.
+/// What the replication layer hears of a commit (nothing on a single node).
+enum Replicate {
+    None,
+    /// This node's own append or load, as owner: ship it under `epoch`.
+    Ship {
+        epoch: u64,
+        idempotency: Vec<(String, u64)>,
+    },
+    /// Entries applied from `from`: tell it.
+    Applied {
+        from: Option<String>,
+        epoch: u64,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
 fn on_done<T: Send + 'static>(
     myself: &ActorRef<ContextMsg>,
     state: &ContextState,
     notify_commit: bool,
     roots: Vec<Hash>,
-    reply: RpcReplyPort<LedgerResult<T>>,
+    replicate: Replicate,
+    reply: Option<RpcReplyPort<LedgerResult<T>>>,
     answer: impl FnOnce(DurabilityMode, Vec<Entry>) -> T + Send + 'static,
 ) -> OnDone {
     let (me, shared, ctx) = (
@@ -217,11 +292,24 @@ fn on_done<T: Send + 'static>(
         Ok(mode) => {
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let through = entries.last().map_or(0, |e| e.sequence);
+            if let (Some(repl), Some(root)) = (shared.replication(), roots.last()) {
+                match replicate {
+                    Replicate::None => {}
+                    Replicate::Ship { epoch, idempotency } => {
+                        repl.committed(&ctx, epoch, &entries, &roots, idempotency)
+                    }
+                    Replicate::Applied { from, epoch } => {
+                        repl.applied_locally(&ctx, from, through, *root, epoch)
+                    }
+                }
+            }
             let hub = shared.watch_hub.load();
             for (entry, root) in entries.iter().zip(&roots) {
                 hub.publish(&ctx, || LiveEvent::new(entry.clone(), *root));
             }
-            let _ = reply.send(Ok(answer(mode, entries)));
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(answer(mode, entries)));
+            }
             if notify_commit {
                 let _ = me.cast(ContextMsg::Committed { through });
             }
@@ -229,7 +317,9 @@ fn on_done<T: Send + 'static>(
         Err(e) => {
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let reason = e.to_string();
-            let _ = reply.send(Err(e));
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(e));
+            }
             let _ = me.cast(ContextMsg::CommitFailed { reason });
         }
     })
@@ -314,12 +404,21 @@ async fn append(
             .insert(input.idempotency_key.clone(), entry.clone());
         idempotency.push((input.idempotency_key, sequence));
     }
+    let replicate = if state.shared.replication().is_some() {
+        Replicate::Ship {
+            epoch: state.epoch,
+            idempotency: idempotency.clone(),
+        }
+    } else {
+        Replicate::None
+    };
     let done = on_done(
         myself,
         state,
         !idempotency.is_empty(),
         vec![state.frontier.root()],
-        reply,
+        replicate,
+        Some(reply),
         |durability, mut entries| AppendOutcome {
             entry: entries.pop().expect("an append op carries its entry"),
             duplicate: false,
@@ -442,13 +541,27 @@ async fn load(
     state.sequence = last.sequence;
     state.lamport_clock = last.lamport_clock;
     let root = state.frontier.root();
-    let done = on_done(myself, state, false, roots, reply, move |_, entries| {
-        LoadOutcome {
+    let replicate = if state.shared.replication().is_some() {
+        Replicate::Ship {
+            epoch: state.epoch,
+            idempotency: Vec::new(),
+        }
+    } else {
+        Replicate::None
+    };
+    let done = on_done(
+        myself,
+        state,
+        false,
+        roots,
+        replicate,
+        Some(reply),
+        move |_, entries| LoadOutcome {
             entries_restored: entries.len() as u64,
             latest_sequence: entries.last().map_or(0, |e| e.sequence),
             merkle_root: root,
-        }
-    });
+        },
+    );
     let op = WriteOp {
         context_id: state.context_id.clone(),
         expect_prev: stored,
@@ -517,4 +630,202 @@ async fn compare_prefix(state: &ContextState, prefix: &[Entry]) -> LedgerResult<
     })
     .await
     .map_err(|e| LedgerError::Internal(format!("prefix check failed: {e}")))?
+}
+
+/// Raises the context's epoch to `epoch` (persisted through the writer, ahead of any
+/// later write of this context) if it is higher.
+async fn raise_epoch(state: &mut ContextState, epoch: u64) {
+    if epoch <= state.epoch {
+        return;
+    }
+    state.epoch = epoch;
+    if let Ok(tx) = state.shared.writer() {
+        let (done, _ignored) = tokio::sync::oneshot::channel();
+        let _ = tx
+            .send(WriterMsg::Replica(ReplicaOp::SetEpoch {
+                context_id: state.context_id.clone(),
+                epoch,
+                done,
+            }))
+            .await;
+    }
+}
+
+/// Applies entries from a peer (see `ApplyInput`): skips what is held, refuses a stale
+/// epoch, a gap, a wrong content hash or a root that differs from the sender's, and
+/// otherwise writes them through the group-commit writer like local appends (so watchers
+/// see them the same way).
+async fn apply(
+    myself: &ActorRef<ContextMsg>,
+    state: &mut ContextState,
+    input: ApplyInput,
+    reply: Option<RpcReplyPort<LedgerResult<u64>>>,
+) {
+    let refuse = |reply: Option<RpcReplyPort<LedgerResult<u64>>>, e: LedgerError| {
+        if let Some(r) = reply {
+            let _ = r.send(Err(e));
+        }
+    };
+    let ctx = state.context_id.clone();
+    let repl = state.shared.replication().cloned();
+    if !accepts(state.epoch, input.epoch) {
+        tracing::debug!(context = %ctx, epoch = input.epoch, current = state.epoch,
+            "refused entries of an older epoch");
+        return refuse(
+            reply,
+            LedgerError::FailedPrecondition(format!(
+                "entries of epoch {} refused: this replica is at epoch {}",
+                input.epoch, state.epoch
+            )),
+        );
+    }
+    let fresh: Vec<Entry> = input
+        .entries
+        .iter()
+        .filter(|e| e.sequence > state.sequence)
+        .cloned()
+        .collect();
+    let Some(first) = fresh.first() else {
+        if let (Some(repl), Some(from)) = (&repl, &input.from) {
+            repl.report_applied(from, &ctx, state.sequence, state.epoch);
+        }
+        if let Some(r) = reply {
+            let _ = r.send(Ok(state.sequence));
+        }
+        return;
+    };
+    let mut problem = None;
+    if first.sequence != state.sequence + 1 {
+        problem = Some(LedgerError::Unavailable(format!(
+            "gap: context {ctx:?} holds {} and the entries start at {}",
+            state.sequence, first.sequence
+        )));
+    }
+    let mut frontier = state.frontier.clone();
+    let mut nodes = Vec::new();
+    let mut roots = Vec::with_capacity(fresh.len());
+    for (i, e) in fresh.iter().enumerate() {
+        if problem.is_some() {
+            break;
+        }
+        if e.sequence != state.sequence + 1 + i as u64
+            || crate::integrity::canonical::entry_content_hash(&ctx, e) != e.content_hash
+        {
+            problem = Some(LedgerError::DataLoss(format!(
+                "shipped entry {} of {ctx:?} is not consecutive or does not match its content hash",
+                e.sequence
+            )));
+            break;
+        }
+        frontier.push(leaf_hash(&e.content_hash), &mut nodes);
+        roots.push(frontier.root());
+    }
+    if problem.is_none() {
+        if let Some(expected) = input.expect_root {
+            if frontier.root() != expected {
+                problem = Some(LedgerError::FailedPrecondition(format!(
+                    "context {ctx:?} diverges from the sender's history at or before {}",
+                    fresh.last().map_or(0, |e| e.sequence)
+                )));
+            }
+        }
+    }
+    if let Some(e) = problem {
+        if let (Some(repl), Some(from)) = (&repl, &input.from) {
+            repl.request_sync(&state.shared, &ctx, from);
+        }
+        return refuse(reply, e);
+    }
+    raise_epoch(state, input.epoch).await;
+    let last = fresh
+        .last()
+        .map_or((0, 0), |e| (e.sequence, e.lamport_clock));
+    let idempotency: Vec<(String, u64)> = input
+        .idempotency
+        .iter()
+        .filter(|(_, seq)| (first.sequence..=last.0).contains(seq))
+        .cloned()
+        .collect();
+    let prev = state.sequence;
+    state.sequence = last.0;
+    state.lamport_clock = last.1;
+    state.frontier = frontier;
+    let done = on_done(
+        myself,
+        state,
+        false,
+        roots,
+        Replicate::Applied {
+            from: input.from,
+            epoch: state.epoch,
+        },
+        reply,
+        |_, entries| entries.last().map_or(0, |e| e.sequence),
+    );
+    let op = WriteOp {
+        context_id: ctx,
+        expect_prev: prev,
+        entries: fresh,
+        nodes,
+        idempotency,
+        on_done: Some(done),
+    };
+    submit(state, op).await;
+}
+
+/// Moves every entry after `keep` to quarantine, then stops the actor (its head is stale).
+async fn quarantine(
+    myself: &ActorRef<ContextMsg>,
+    state: &mut ContextState,
+    keep: u64,
+    reply: RpcReplyPort<LedgerResult<u64>>,
+) {
+    if state.ops_in_flight.load(Ordering::Acquire) > 0 {
+        let me = myself.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LOAD_RETRY_DELAY).await;
+            let _ = me.cast(ContextMsg::Quarantine { keep, reply });
+        });
+        return;
+    }
+    if keep >= state.sequence {
+        let _ = reply.send(Ok(0));
+        return;
+    }
+    let tx = match state.shared.writer() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let (done, rx) = tokio::sync::oneshot::channel();
+    let op = ReplicaOp::Quarantine {
+        context_id: state.context_id.clone(),
+        keep,
+        epoch: state.epoch,
+        done,
+    };
+    let result = match tx.send(WriterMsg::Replica(op)).await {
+        Ok(()) => rx.await.unwrap_or_else(|_| {
+            Err(LedgerError::Unavailable(
+                "the storage writer stopped before quarantining; retry".into(),
+            ))
+        }),
+        Err(_) => Err(LedgerError::Unavailable(
+            "the storage writer is restarting; retry".into(),
+        )),
+    };
+    if let Ok(moved) = &result {
+        tracing::warn!(context = %state.context_id, from = keep + 1, to = state.sequence,
+            moved, epoch = state.epoch,
+            "divergent entries (written by a stale owner, held by no other replica) moved to quarantine");
+        if let Some(repl) = state.shared.replication() {
+            repl.count_quarantined(*moved);
+        }
+    }
+    let _ = reply.send(result);
+    myself.stop(Some(
+        "quarantined a divergent tail; rebuilding from storage".into(),
+    ));
 }

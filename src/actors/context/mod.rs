@@ -7,7 +7,7 @@ mod context_supervisor;
 mod route;
 
 pub use context_actor::{
-    AppendInput, AppendOutcome, ContextActor, ContextMsg, LoadInput, LoadOutcome,
+    AppendInput, AppendOutcome, ApplyInput, ContextActor, ContextMsg, LoadInput, LoadOutcome,
 };
 pub use context_supervisor::{ContextSupervisor, ContextSupervisorMsg, CONTEXT_SUPERVISOR_NAME};
-pub use route::{actor_name, route};
+pub use route::{actor_name, deliver, route};

@@ -82,3 +82,13 @@ pub async fn route<T: Send + 'static>(
         "context {context_id:?} is restarting ({last}); retry"
     )))
 }
+
+/// Delivers `msg` to the context's actor (starting it if needed) without waiting for an
+/// answer. A message lost to an actor stopping under it is not re-sent: replication, its
+/// only user, repairs what it misses.
+pub async fn deliver(shared: &Shared, context_id: &Arc<str>, msg: ContextMsg) -> LedgerResult<()> {
+    let actor = find_or_start(shared, context_id).await?;
+    actor
+        .cast(msg)
+        .map_err(|e| LedgerError::Unavailable(format!("context actor unreachable: {e}")))
+}

@@ -1,0 +1,474 @@
+//! Replication over an in-memory cluster (`MemoryNet`) of three in-process ledgers:
+//! shipping, forwarding, watches on replicas, owner loss, acks=all, rejoin catch-up, and a
+//! partition whose losing side's divergent entries are quarantined, not lost.
+
+mod common;
+
+use converge_ledger::actors::cluster::MemoryNet;
+use converge_ledger::client::LedgerClient;
+use converge_ledger::config::{ClusterConfig, Config, ReplicationAcks};
+use converge_ledger::proto;
+use converge_ledger::replication::owner_of;
+use converge_ledger::server::Ledger;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+struct Node {
+    name: String,
+    ledger: Ledger,
+    client: LedgerClient,
+}
+
+fn config(name: &str, acks: ReplicationAcks) -> Config {
+    Config {
+        cluster: Some(ClusterConfig {
+            node_name: name.into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            peers: Vec::new(),
+            secret: "test".into(),
+            replication_acks: acks,
+        }),
+        ..Config::for_test()
+    }
+}
+
+async fn start_node(net: &MemoryNet, name: &str, acks: ReplicationAcks) -> Node {
+    common::init_logs();
+    let link = net.join(name);
+    let ledger = Ledger::start_with_link(&config(name, acks), link)
+        .await
+        .expect("ledger starts");
+    let client = converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
+        .await
+        .expect("ready");
+    Node {
+        name: name.into(),
+        ledger,
+        client,
+    }
+}
+
+async fn cluster(acks: ReplicationAcks) -> (MemoryNet, Vec<Node>) {
+    let net = MemoryNet::new();
+    let mut nodes = Vec::new();
+    for n in ["a", "b", "c"] {
+        nodes.push(start_node(&net, n, acks).await);
+    }
+    (net, nodes)
+}
+
+/// A context id whose owner among `members` is `owner`.
+fn owned_by(owner: &str, members: &[&str], tag: &str) -> String {
+    let set: BTreeSet<String> = members.iter().map(|s| s.to_string()).collect();
+    (0..10_000)
+        .map(|i| format!("{tag}-{i}"))
+        .find(|c| owner_of(&set, c) == Some(owner))
+        .expect("some context is owned by each node")
+}
+
+/// `ClusterService/Status` of one node, every context.
+async fn status_of(client: &LedgerClient) -> proto::StatusResponse {
+    client
+        .status(proto::StatusRequest::default())
+        .await
+        .expect("status")
+}
+
+async fn head(client: &LedgerClient, ctx: &str) -> (u64, Vec<u8>) {
+    let r = client
+        .get(proto::GetRequest {
+            context_id: ctx.into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("get");
+    (r.latest_sequence, r.merkle_root.to_vec())
+}
+
+/// Appends, retrying UNAVAILABLE (owner changes) for a few seconds.
+async fn append(client: &LedgerClient, ctx: &str, payload: &str) -> proto::Entry {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let req = proto::AppendRequest {
+            context_id: ctx.into(),
+            key: "k".into(),
+            payload: payload.as_bytes().to_vec().into(),
+            idempotency_key: payload.into(),
+            ..Default::default()
+        };
+        match client.append(req).await {
+            Ok(r) => return r.entry.expect("entry"),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("append {payload} failed: {s:?}"),
+        }
+    }
+}
+
+/// Waits until every node holds `want` entries of `ctx` with the same root.
+async fn converge(nodes: &[&Node], ctx: &str, want: u64) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut heads = Vec::new();
+        for n in nodes {
+            heads.push((n.name.clone(), head(&n.client, ctx).await));
+        }
+        let first = heads[0].1.clone();
+        if first.0 == want && heads.iter().all(|(_, h)| *h == first) {
+            return first.1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx} did not converge at {want}: {heads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn shutdown(nodes: Vec<Node>) {
+    for n in nodes {
+        n.ledger.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_reach_every_node_with_the_same_root() {
+    let (_net, nodes) = cluster(ReplicationAcks::Count(0)).await;
+    let ctxs: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|o| owned_by(o, &["a", "b", "c"], "reach"))
+        .collect();
+    for i in 0..20 {
+        for (j, ctx) in ctxs.iter().enumerate() {
+            append(&nodes[(i + j) % 3].client, ctx, &format!("p{i}")).await;
+        }
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    for ctx in &ctxs {
+        converge(&refs, ctx, 20).await;
+    }
+    // The owner tracks its replicas: both report everything applied (acks travel after the
+    // entries, so allow them a moment).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = status_of(&nodes[0].client).await;
+        let own = status
+            .contexts
+            .iter()
+            .find(|c| c.context_id == ctxs[0])
+            .expect("context listed");
+        let lags: Vec<(&str, u64, u64)> = own
+            .replicas
+            .iter()
+            .map(|r| (r.node.as_str(), r.applied_sequence, r.lag))
+            .collect();
+        if lags == [("b", 20, 0), ("c", 20, 0)] {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica progress: {lags:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.node_name, "a");
+    assert!(status.clustered);
+    let states: Vec<(&str, &str)> = status
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.state.as_str()))
+        .collect();
+    assert_eq!(states, [("a", "this"), ("b", "up"), ("c", "up")]);
+    let own = status
+        .contexts
+        .iter()
+        .find(|c| c.context_id == ctxs[0])
+        .expect("context listed");
+    assert_eq!(own.owner, "a");
+    assert_eq!(own.latest_sequence, 20);
+    assert!(own.epoch >= 1);
+    assert_eq!(status.quarantined_entries, 0);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_through_a_non_owner_is_forwarded_and_readable_there() {
+    let (_net, nodes) = cluster(ReplicationAcks::Count(0)).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "fwd");
+    for i in 1..=5u64 {
+        let e = append(&nodes[1].client, &ctx, &format!("via-b-{i}")).await;
+        assert_eq!(e.sequence, i);
+        // Read-your-write on the node it went through.
+        assert!(head(&nodes[1].client, &ctx).await.0 >= i);
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 5).await;
+    // Load writes, so only the owner takes it; elsewhere it names the owner.
+    let snap = nodes[0]
+        .client
+        .snapshot(&ctx)
+        .await
+        .expect("snapshot")
+        .snapshot;
+    let err = nodes[1]
+        .client
+        .load(&ctx, snap.clone(), false)
+        .await
+        .expect_err("a replica refuses Load");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("\"a\""), "{}", err.message());
+    let ok = nodes[0]
+        .client
+        .load(&ctx, snap, false)
+        .await
+        .expect("owner loads");
+    assert_eq!(ok.entries_restored, 0);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_replica_sees_appends_through_the_owner_in_order() {
+    let (_net, nodes) = cluster(ReplicationAcks::Count(0)).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "watch");
+    let mut stream = nodes[1]
+        .client
+        .watch(proto::WatchRequest {
+            context_id: ctx.clone(),
+            from_sequence: 0,
+            ..Default::default()
+        })
+        .await
+        .expect("watch");
+    let writer = nodes[0].client.clone();
+    let c = ctx.clone();
+    let appends = tokio::spawn(async move {
+        for i in 0..200 {
+            append(&writer, &c, &format!("w{i}")).await;
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 200 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(e) = ev.entry {
+            seen.push(e.sequence);
+        }
+    }
+    appends.await.expect("appender");
+    assert_eq!(seen, (1..=200).collect::<Vec<u64>>());
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_owner_leaves_a_new_owner_takes_over() {
+    let (net, mut nodes) = cluster(ReplicationAcks::All).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "failover");
+    for i in 0..20 {
+        append(&nodes[1].client, &ctx, &format!("before-{i}")).await;
+    }
+    let a = nodes.remove(0);
+    net.leave("a");
+    a.ledger.shutdown().await;
+    for i in 0..20 {
+        append(&nodes[0].client, &ctx, &format!("after-{i}")).await;
+        append(&nodes[1].client, &ctx, &format!("after-c-{i}")).await;
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 60).await;
+    // Idempotency keys travelled with the entries: a retry of an append acknowledged by
+    // the old owner is a duplicate on the new one.
+    let retry = nodes[1]
+        .client
+        .append(proto::AppendRequest {
+            context_id: ctx.clone(),
+            key: "k".into(),
+            payload: b"before-3".to_vec().into(),
+            idempotency_key: "before-3".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.entry.map(|e| e.sequence), Some(4));
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acks_all_an_acknowledged_entry_is_on_every_live_node() {
+    let (_net, nodes) = cluster(ReplicationAcks::All).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "acks");
+    for i in 0..30 {
+        let via = &nodes[i % 3].client;
+        let e = append(via, &ctx, &format!("ack-{i}")).await;
+        for n in &nodes {
+            let r = n
+                .client
+                .get(proto::GetRequest {
+                    context_id: ctx.clone(),
+                    after_sequence: e.sequence - 1,
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await
+                .expect("get");
+            assert_eq!(
+                r.entries.first().map(|x| x.sequence),
+                Some(e.sequence),
+                "entry {} missing on {} when acknowledged",
+                e.sequence,
+                n.name
+            );
+        }
+    }
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_1000_entries_catches_up_after_healing() {
+    let (net, nodes) = cluster(ReplicationAcks::Count(0)).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "rejoin");
+    append(&nodes[0].client, &ctx, "first").await;
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 1).await;
+    net.cut("a", "c");
+    net.cut("b", "c");
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let client = nodes[0].client.clone();
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..125 {
+                append(&client, &ctx, &format!("missed-{w}-{i}")).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    assert_eq!(head(&nodes[2].client, &ctx).await.0, 1, "c was cut off");
+    net.heal("a", "c");
+    net.heal("b", "c");
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 1001).await;
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_partition_the_losing_tail_is_quarantined_not_lost() {
+    let (net, nodes) = cluster(ReplicationAcks::Count(0)).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "split");
+    for i in 0..5 {
+        append(&nodes[0].client, &ctx, &format!("common-{i}")).await;
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 5).await;
+    net.cut("a", "b");
+    net.cut("a", "c");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..3 {
+        append(&nodes[0].client, &ctx, &format!("lonely-a-{i}")).await;
+    }
+    for i in 0..7 {
+        append(&nodes[1].client, &ctx, &format!("majority-{i}")).await;
+    }
+    net.heal("a", "b");
+    net.heal("a", "c");
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 12).await;
+    let all = nodes[0].client.read_all(&ctx).await.expect("read");
+    let payloads: Vec<String> = all
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.payload).to_string())
+        .collect();
+    assert!(payloads[5..].iter().all(|p| p.starts_with("majority-")));
+    let status = status_of(&nodes[0].client).await;
+    assert_eq!(status.quarantined_entries, 3, "{status:?}");
+    assert!(status.quarantine.iter().all(|q| q.context_id == ctx));
+    let quarantined = nodes[0]
+        .ledger
+        .shared()
+        .store
+        .reader()
+        .unwrap()
+        .quarantined(10)
+        .unwrap();
+    let q: Vec<String> = quarantined
+        .0
+        .iter()
+        .map(|q| String::from_utf8_lossy(&q.entry.payload).to_string())
+        .collect();
+    assert_eq!(q, ["lonely-a-0", "lonely-a-1", "lonely-a-2"]);
+    let hashes: Vec<Vec<u8>> = quarantined
+        .0
+        .iter()
+        .map(|q| q.entry.content_hash.to_vec())
+        .collect();
+    let listed: Vec<Vec<u8>> = status
+        .quarantine
+        .iter()
+        .map(|q| q.content_hash.to_vec())
+        .collect();
+    assert_eq!(
+        listed, hashes,
+        "status lists the quarantined entries by content hash"
+    );
+    // Appends continue on the healed cluster.
+    append(&nodes[2].client, &ctx, "after-heal").await;
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 13).await;
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_restarted_from_its_data_dir_catches_up_and_owns_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemoryNet::new();
+    let dir_node = |name: &str| Config {
+        cluster: config(name, ReplicationAcks::All).cluster,
+        ..common::dir_config(dir.path())
+    };
+    let start = |name: &'static str, cfg: Config| {
+        let net = net.clone();
+        async move {
+            let ledger = Ledger::start_with_link(&cfg, net.join(name))
+                .await
+                .expect("ledger starts");
+            let client =
+                converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
+                    .await
+                    .expect("ready");
+            Node {
+                name: name.into(),
+                ledger,
+                client,
+            }
+        }
+    };
+    let a = start("a", dir_node("a")).await;
+    let b = start_node(&net, "b", ReplicationAcks::All).await;
+    let c = start_node(&net, "c", ReplicationAcks::All).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "restart");
+    for i in 0..50 {
+        append(&b.client, &ctx, &format!("one-{i}")).await;
+    }
+    net.leave("a");
+    a.ledger.shutdown().await;
+    for i in 0..50 {
+        append(&c.client, &ctx, &format!("two-{i}")).await;
+    }
+    let a = start("a", dir_node("a")).await;
+    assert!(head(&a.client, &ctx).await.0 >= 50, "a kept its data");
+    let nodes = vec![a, b, c];
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 100).await;
+    // a owns the context again and appends continue through any node.
+    append(&nodes[1].client, &ctx, "three").await;
+    converge(&nodes.iter().collect::<Vec<_>>(), &ctx, 101).await;
+    let status = status_of(&nodes[0].client).await;
+    assert_eq!(status.quarantined_entries, 0);
+    let ours = status
+        .contexts
+        .iter()
+        .find(|c| c.context_id == ctx)
+        .expect("listed");
+    assert_eq!(ours.owner, "a");
+    assert_eq!(ours.latest_sequence, 101);
+    shutdown(nodes).await;
+}
