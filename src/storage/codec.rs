@@ -4,24 +4,39 @@
 //! first, at a fixed offset, so Merkle proofs read a leaf without decoding the entry.
 //!
 //! ```text
-//! u8 format (=1) ‖ content_hash[32] ‖ u64be lamport_clock ‖ u64be appended_at_ns ‖
-//! u32be len ‖ id ‖ u32be len ‖ key ‖ u32be pairs ‖ (u32be len ‖ k ‖ u32be len ‖ v)* ‖
-//! u32be len ‖ payload
+//! format 2 (written since layout converge-ledger/2):
+//! u8 format (=2) ‖ content_hash[32] ‖ u8 n ‖ node[32] × n ‖ u64be lamport_clock ‖
+//! u64be appended_at_ns ‖ u32be len ‖ id ‖ u32be len ‖ key ‖ u32be pairs ‖
+//! (u32be len ‖ k ‖ u32be len ‖ v)* ‖ u32be len ‖ payload
+//!
+//! format 1 (layout converge-ledger/1): the same without `n` and the nodes.
 //! ```
+//!
+//! **Why the Merkle nodes live in the entry.** The entry with sequence `s` is the leaf that
+//! completes the subtrees at levels `1..=trailing_zeros(s)` ending at it; `node[l-1]` is the
+//! hash of the level-`l` subtree. Storing them here instead of as rows of a separate table
+//! removed one B-tree insert per append — and with it the copy-on-write of one more 4 KiB
+//! leaf per append per commit, the costliest part of an append (see BENCHMARKS.md, "Storage
+//! commit CPU"). On average an entry carries one node (32 bytes).
 
 use crate::model::{Entry, Hash, Metadata};
 use bytes::Bytes;
 
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 const HASH_START: usize = 1;
 const HASH_END: usize = HASH_START + 32;
+/// Offset of the node count in a format-2 value; the nodes follow it.
+const NODES_START: usize = HASH_END + 1;
+/// A subtree level fits in a u8 and a tree has at most 64 levels above its leaves.
+const NODES_MAX: usize = 64;
 
 /// A stored value that does not decode: the store is corrupt (or written by a newer version).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("stored entry value is corrupt: {0}")]
 pub struct CodecError(pub String);
 
-/// Encodes everything but the sequence (which is in the key).
+/// Encodes everything but the sequence (which is in the key), with no Merkle nodes.
 pub fn encode_entry(e: &Entry) -> Vec<u8> {
     let mut out = Vec::new();
     encode_entry_into(&mut out, e);
@@ -31,11 +46,35 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
 /// Like [`encode_entry`], into a cleared, reused buffer (the writer encodes every entry of
 /// a batch into the same one).
 pub fn encode_entry_into(out: &mut Vec<u8>, e: &Entry) {
+    encode_entry_with_nodes_into(out, e, &[]);
+}
+
+/// Encodes `e` with the hashes of the Merkle subtrees it completes: `nodes[l-1]` is the
+/// level-`l` subtree ending at this entry, for `l` in `1..=nodes.len()`.
+///
+/// Precondition: at most 64 nodes (more would be levels that cannot exist); the writer
+/// stores any further nodes elsewhere, so this only truncates on misuse.
+pub fn encode_entry_with_nodes_into(out: &mut Vec<u8>, e: &Entry, nodes: &[Hash]) {
+    let nodes = &nodes[..nodes.len().min(NODES_MAX)];
     let meta_len: usize = e.metadata.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     out.clear();
-    out.reserve(HASH_END + 16 + 12 + e.id.len() + e.key.len() + meta_len + 4 + e.payload.len());
-    out.push(FORMAT_V1);
+    out.reserve(
+        NODES_START
+            + 32 * nodes.len()
+            + 16
+            + 12
+            + e.id.len()
+            + e.key.len()
+            + meta_len
+            + 4
+            + e.payload.len(),
+    );
+    out.push(FORMAT_V2);
     out.extend_from_slice(&e.content_hash);
+    out.push(nodes.len() as u8);
+    for n in nodes {
+        out.extend_from_slice(n);
+    }
     out.extend_from_slice(&e.lamport_clock.to_be_bytes());
     out.extend_from_slice(&e.appended_at_ns.to_be_bytes());
     put_bytes(out, e.id.as_bytes());
@@ -55,9 +94,10 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// The content hash of a stored value, without decoding the rest.
 pub fn stored_content_hash(value: &[u8]) -> Result<Hash, CodecError> {
-    if value.first() != Some(&FORMAT_V1) || value.len() < HASH_END {
+    let ok = matches!(value.first(), Some(&FORMAT_V1) | Some(&FORMAT_V2));
+    if !ok || value.len() < HASH_END {
         return Err(CodecError(format!(
-            "value of {} bytes has no format-1 header",
+            "value of {} bytes has no format-1 or format-2 header",
             value.len()
         )));
     }
@@ -66,13 +106,42 @@ pub fn stored_content_hash(value: &[u8]) -> Result<Hash, CodecError> {
     Ok(h)
 }
 
-/// The Lamport clock of a stored value, without decoding the rest.
-pub fn stored_lamport_clock(value: &[u8]) -> Result<u64, CodecError> {
+/// The Merkle nodes stored with a value (`[l-1]` = level `l`), as a slice of the value, and
+/// a reader positioned after them (at the Lamport clock).
+fn stored_nodes(value: &[u8]) -> Result<(&[u8], Reader<'_>), CodecError> {
     stored_content_hash(value)?;
     let mut r = Reader {
         buf: value,
         pos: HASH_END,
     };
+    if value[0] == FORMAT_V1 {
+        return Ok((&[], r));
+    }
+    let n = r.take(1)?[0] as usize;
+    if n > NODES_MAX {
+        return Err(CodecError(format!("{n} Merkle nodes in one entry")));
+    }
+    let nodes = r.take(32 * n)?;
+    Ok((nodes, r))
+}
+
+/// The hash of the level-`level` (≥ 1) Merkle subtree this stored entry completes, if the
+/// value carries it.
+pub fn stored_node(value: &[u8], level: u8) -> Result<Option<Hash>, CodecError> {
+    let (nodes, _) = stored_nodes(value)?;
+    let Some(l) = (level as usize).checked_sub(1) else {
+        return Ok(None);
+    };
+    Ok(nodes.get(32 * l..32 * (l + 1)).map(|n| {
+        let mut h = [0u8; 32];
+        h.copy_from_slice(n);
+        h
+    }))
+}
+
+/// The Lamport clock of a stored value, without decoding the rest.
+pub fn stored_lamport_clock(value: &[u8]) -> Result<u64, CodecError> {
+    let (_, mut r) = stored_nodes(value)?;
     r.u64()
 }
 
@@ -94,10 +163,7 @@ fn decode_entry_with(
     payload_bytes: impl FnOnce(&[u8]) -> Bytes,
 ) -> Result<Entry, CodecError> {
     let content_hash = stored_content_hash(value)?;
-    let mut r = Reader {
-        buf: value,
-        pos: HASH_END,
-    };
+    let (_, mut r) = stored_nodes(value)?;
     let lamport_clock = r.u64()?;
     let appended_at_ns = r.u64()?;
     let id = r.string("id")?;
@@ -201,6 +267,35 @@ mod tests {
     }
 
     #[test]
+    fn nodes_round_trip_and_leave_the_entry_unchanged() {
+        let e = entry("facts", b"payload", &[("step", "1")]);
+        let nodes = [[1u8; 32], [2; 32], [3; 32]];
+        let mut v = Vec::new();
+        encode_entry_with_nodes_into(&mut v, &e, &nodes);
+        assert_eq!(decode_entry(7, &v).unwrap(), e);
+        assert_eq!(stored_content_hash(&v).unwrap(), [9; 32]);
+        assert_eq!(stored_lamport_clock(&v).unwrap(), 42);
+        assert_eq!(stored_node(&v, 0).unwrap(), None);
+        assert_eq!(stored_node(&v, 1).unwrap(), Some([1; 32]));
+        assert_eq!(stored_node(&v, 3).unwrap(), Some([3; 32]));
+        assert_eq!(stored_node(&v, 4).unwrap(), None);
+        assert_eq!(stored_node(&encode_entry(&e), 1).unwrap(), None);
+    }
+
+    #[test]
+    fn format_1_values_still_decode() {
+        let e = entry("k", b"old", &[("a", "b")]);
+        let v2 = encode_entry(&e);
+        // Format 1 = format 2 without the node count byte (and no nodes).
+        let mut v1 = vec![FORMAT_V1];
+        v1.extend_from_slice(&v2[HASH_START..HASH_END]);
+        v1.extend_from_slice(&v2[NODES_START..]);
+        assert_eq!(decode_entry(7, &v1).unwrap(), e);
+        assert_eq!(stored_lamport_clock(&v1).unwrap(), 42);
+        assert_eq!(stored_node(&v1, 1).unwrap(), None);
+    }
+
+    #[test]
     fn decoding_inside_a_page_shares_the_page() {
         let a = entry("k", b"first payload", &[("m", "1")]);
         let b = entry("", b"second", &[]);
@@ -232,6 +327,15 @@ mod tests {
 
     proptest! {
         #[test]
+        fn truncated_values_with_nodes_are_errors(n in 0usize..4, cut_back in 1usize..200) {
+            let e = entry("k", b"payload", &[("a", "b")]);
+            let mut v = Vec::new();
+            encode_entry_with_nodes_into(&mut v, &e, &vec![[5u8; 32]; n]);
+            let cut = v.len().saturating_sub(cut_back);
+            prop_assert!(decode_entry(1, &v[..cut]).is_err());
+        }
+
+        #[test]
         fn round_trips(key in ".{0,20}", payload in proptest::collection::vec(any::<u8>(), 0..300),
                        meta in proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..5),
                        seq in 1u64.., clock in any::<u64>(), at in any::<u64>()) {
@@ -244,6 +348,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(v in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_entry(1, &v);
             let _ = stored_lamport_clock(&v);
+            let _ = stored_node(&v, 1);
         }
     }
 }

@@ -6,7 +6,10 @@ mod schema;
 mod store;
 pub mod writer;
 
-pub use codec::{decode_entry, decode_entry_in, encode_entry, encode_entry_into, CodecError};
+pub use codec::{
+    decode_entry, decode_entry_in, encode_entry, encode_entry_into, encode_entry_with_nodes_into,
+    CodecError,
+};
 pub use store::{
     ContextNodes, DurabilityMode, Head, Quarantined, StorageError, Store, StoreReader,
 };

@@ -7,13 +7,27 @@ use redb::TableDefinition;
 /// range scans of this table.
 pub const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
 
-/// (context, key, sequence) → (): the per-key index, so a key-filtered Get or Watch reads
-/// only the matching entries.
-pub const KEY_INDEX: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("key_index");
+/// (context, key, block) → bitmap of the sequences `block·256 ..= block·256 + 255` that
+/// carry this key (bit `i % 8` of byte `i / 8` for sequence `block·256 + i`): the per-key
+/// index, so a key-filtered Get or Watch reads only the matching entries.
+///
+/// Why blocks instead of one row per entry (layout 1's `key_index`): an append to a
+/// context whose block exists is a same-size value replacement, which redb does by copying
+/// the leaf page once; inserting a new small row made it rebuild the whole leaf pair by
+/// pair (~150 rows per leaf), the costliest step of an append. A key on every entry costs
+/// 32 bytes per 256 entries instead of a row each; a key seen once per block costs 32
+/// bytes where a row cost ~26.
+pub const KEY_BLOCKS: TableDefinition<(&str, &str, u64), &[u8; 32]> =
+    TableDefinition::new("key_blocks");
 
-/// (context, level, index) → hash of that complete Merkle subtree, for levels ≥ 1.
-/// About one hash per entry; level 0 (leaves) is read from ENTRIES. Historical roots and
-/// proofs read O(log n) of these.
+/// Sequences per KEY_BLOCKS row.
+pub const KEY_BLOCK_SEQS: u64 = 256;
+
+/// (context, level, index) → hash of that complete Merkle subtree, for levels ≥ 1, when it
+/// is not stored in the value of the entry that completed it. Since layout 2 the writer
+/// puts every node it is given in order there (one B-tree insert fewer per append), so this
+/// table is normally empty; it stays for nodes handed over out of order. Level 0 (leaves)
+/// is read from ENTRIES. Historical roots and proofs read O(log n) nodes.
 pub const MERKLE_NODES: TableDefinition<(&str, u8, u64), &[u8; 32]> =
     TableDefinition::new("merkle_nodes");
 
@@ -25,7 +39,13 @@ pub const IDEMPOTENCY: TableDefinition<(&str, &str), u64> = TableDefinition::new
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The layout this code writes; a store with another value is refused at open.
-pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/1";
+///
+/// - `converge-ledger/1`: entry values in codec format 1, one MERKLE_NODES row per node.
+/// - `converge-ledger/2`: entry values in format 2, carrying the Merkle nodes they complete;
+///   the key index in 256-sequence bitmap blocks (KEY_BLOCKS) instead of a row per entry.
+///   A layout-1 data dir is refused (format-1 values still decode, so a migration could
+///   be added; none exists yet: export with Snapshot and Load into a new data dir).
+pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/2";
 
 /// context → the highest replication epoch this node accepted for it (see
 /// `replication::epoch`). Only written on a cluster node; absent = 0.
@@ -34,7 +54,7 @@ pub const CONTEXT_EPOCH: TableDefinition<&str, u64> = TableDefinition::new("cont
 /// (context, sequence, quarantined_at_ns) → (epoch it was held under, encoded entry):
 /// entries of a divergent tail that a stale owner wrote and the authoritative history does
 /// not have. Moved here by a replica's self-healing, never merged back, never dropped.
-/// Adding these two tables does not change the layout of the others, so the layout version
-/// stays; a store written by an older build gets them (empty) at open.
+/// Adding these two tables did not change the layout of the others (a store written before
+/// them gets them, empty, at open).
 pub const QUARANTINE: TableDefinition<(&str, u64, u64), (u64, &[u8])> =
     TableDefinition::new("quarantine");

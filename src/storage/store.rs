@@ -3,11 +3,14 @@
 //! no read goes through an actor. Writes go through `writer` only.
 
 use super::codec::{
-    decode_entry, decode_entry_in, stored_content_hash, stored_lamport_clock, CodecError,
+    decode_entry, decode_entry_in, stored_content_hash, stored_lamport_clock, stored_node,
+    CodecError,
 };
 use super::schema::{
-    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_INDEX, LAYOUT_VERSION, MERKLE_NODES, META, QUARANTINE,
+    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, LAYOUT_VERSION, MERKLE_NODES,
+    META, QUARANTINE,
 };
+use super::writer::completed_by;
 use crate::error::LedgerError;
 use crate::integrity::merkle::{leaf_hash, Frontier, NodePos};
 use crate::integrity::proof::{frontier_at, NodeSource};
@@ -130,7 +133,7 @@ impl Store {
             }
             // Create every table so read transactions never meet a missing one.
             txn.open_table(ENTRIES)?;
-            txn.open_table(KEY_INDEX)?;
+            txn.open_table(KEY_BLOCKS)?;
             txn.open_table(MERKLE_NODES)?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(CONTEXT_EPOCH)?;
@@ -169,7 +172,7 @@ impl Store {
 }
 
 type EntriesTable = ReadOnlyTable<(&'static str, u64), &'static [u8]>;
-type KeyIndexTable = ReadOnlyTable<(&'static str, &'static str, u64), ()>;
+type KeyIndexTable = ReadOnlyTable<(&'static str, &'static str, u64), &'static [u8; 32]>;
 type NodesTable = ReadOnlyTable<(&'static str, u8, u64), &'static [u8; 32]>;
 type EntriesRange = redb::Range<'static, (&'static str, u64), &'static [u8]>;
 
@@ -208,7 +211,7 @@ impl StoreReader {
     }
 
     fn key_index_table(&self) -> Result<&KeyIndexTable, StorageError> {
-        cached(&self.txn, &self.key_index, KEY_INDEX)
+        cached(&self.txn, &self.key_index, KEY_BLOCKS)
     }
 
     fn nodes_table(&self) -> Result<&NodesTable, StorageError> {
@@ -289,26 +292,49 @@ impl StoreReader {
                 // close together (often every entry has the key), so walking beats one
                 // B-tree descent per match. `cursor_at` = the last sequence it yielded.
                 let mut cursor: Option<(EntriesRange, u64)> = None;
-                for r in index
-                    .range((ctx, key, start)..=(ctx, key, u64::MAX))?
-                    .take(limit)
+                let mut taken = 0usize;
+                'blocks: for r in
+                    index.range((ctx, key, start / KEY_BLOCK_SEQS)..=(ctx, key, u64::MAX))?
                 {
-                    let seq = r?.0.value().2;
-                    let missing = || CodecError(format!("key index names missing entry {seq}"));
-                    if !matches!(&cursor, Some((_, at)) if *at < seq && seq - *at <= MERGE_SCAN_GAP_MAX)
-                    {
-                        cursor = Some((entries.range((ctx, seq)..=(ctx, u64::MAX))?, seq - 1));
-                    }
-                    let (range, at) = cursor.as_mut().expect("cursor set above");
-                    loop {
-                        let (k, v) = range.next().ok_or_else(missing)??;
-                        *at = k.value().1;
-                        if *at == seq {
-                            keep(seq, v.value());
-                            break;
-                        }
-                        if *at > seq {
-                            return Err(missing().into());
+                    let (k, v) = r?;
+                    let block = k.value().2;
+                    let base = block.checked_mul(KEY_BLOCK_SEQS).ok_or_else(|| {
+                        CodecError(format!("key index block {block} is out of range"))
+                    })?;
+                    for (byte_at, byte) in v.value().iter().enumerate() {
+                        let mut bits = *byte;
+                        while bits != 0 {
+                            let seq =
+                                base + (byte_at * 8) as u64 + u64::from(bits.trailing_zeros());
+                            bits &= bits - 1;
+                            if seq < start {
+                                continue;
+                            }
+                            if taken == limit {
+                                break 'blocks;
+                            }
+                            taken += 1;
+                            let missing =
+                                || CodecError(format!("key index names missing entry {seq}"));
+                            if !matches!(&cursor, Some((_, at)) if *at < seq && seq - *at <= MERGE_SCAN_GAP_MAX)
+                            {
+                                cursor =
+                                    Some((entries.range((ctx, seq)..=(ctx, u64::MAX))?, seq - 1));
+                            }
+                            let Some((range, at)) = cursor.as_mut() else {
+                                unreachable!("cursor set above");
+                            };
+                            loop {
+                                let (k, v) = range.next().ok_or_else(missing)??;
+                                *at = k.value().1;
+                                if *at == seq {
+                                    keep(seq, v.value());
+                                    break;
+                                }
+                                if *at > seq {
+                                    return Err(missing().into());
+                                }
+                            }
                         }
                     }
                 }
@@ -433,7 +459,8 @@ pub struct Quarantined {
 }
 
 /// A `NodeSource` over one context in one read transaction: leaves from ENTRIES (the
-/// content hash at its fixed offset), complete subtrees from MERKLE_NODES.
+/// content hash at its fixed offset), complete subtrees from the value of the entry that
+/// completed them (`codec`), or else from MERKLE_NODES.
 pub struct ContextNodes<'a> {
     reader: &'a StoreReader,
     ctx: &'a str,
@@ -450,6 +477,14 @@ impl NodeSource for ContextNodes<'_> {
                 .get((self.ctx, seq))?
                 .ok_or_else(|| CodecError(format!("merkle leaf {seq} has no entry")))?;
             return Ok(leaf_hash(&stored_content_hash(v.value())?));
+        }
+        if let Some(owner) = completed_by(pos) {
+            let t = self.reader.entries_table()?;
+            if let Some(v) = t.get((self.ctx, owner))? {
+                if let Some(h) = stored_node(v.value(), pos.level)? {
+                    return Ok(h);
+                }
+            }
         }
         let t = self.reader.nodes_table()?;
         let v = t

@@ -13,9 +13,10 @@
 //! sequence is one past the stored latest). A ContextActor that was restarted, or whose
 //! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
 
-use super::codec::decode_entry;
-use super::codec::encode_entry_into;
-use super::schema::{CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_INDEX, MERKLE_NODES, QUARANTINE};
+use super::codec::{decode_entry, encode_entry_with_nodes_into};
+use super::schema::{
+    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, MERKLE_NODES, QUARANTINE,
+};
 use super::store::{DurabilityMode, StorageError, Store};
 use crate::error::LedgerError;
 use crate::integrity::merkle::NodePos;
@@ -46,7 +47,9 @@ pub struct WriteOp {
     pub expect_prev: u64,
     /// Consecutive entries, sequences expect_prev+1 ...
     pub entries: Vec<Entry>,
-    /// Complete Merkle subtrees (level ≥ 1) these entries completed.
+    /// Complete Merkle subtrees (level ≥ 1) these entries completed. A node completed by
+    /// one of this op's entries is stored inside that entry's value (`codec`), in the order
+    /// `Frontier::push` produces them; any other node goes to the MERKLE_NODES table.
     pub nodes: Vec<(NodePos, Hash)>,
     /// (idempotency key, sequence) pairs to remember.
     pub idempotency: Vec<(String, u64)>,
@@ -247,10 +250,13 @@ fn quarantine_tail(store: &Store, ctx: &str, keep: u64, epoch: u64) -> Result<u6
     let moved;
     {
         let mut entries = txn.open_table(ENTRIES)?;
-        let mut key_index = txn.open_table(KEY_INDEX)?;
+        let mut key_blocks = txn.open_table(KEY_BLOCKS)?;
         let mut nodes = txn.open_table(MERKLE_NODES)?;
         let mut idem = txn.open_table(IDEMPOTENCY)?;
         let mut quarantine = txn.open_table(QUARANTINE)?;
+        // The key-index blocks the tail touches, with its bits cleared; written back (or
+        // removed when empty) after the loop.
+        let mut blocks: HashMap<(String, u64), [u8; 32]> = HashMap::new();
         let mut tail: Vec<(u64, Vec<u8>)> = Vec::new();
         for r in entries.range((ctx, keep.saturating_add(1))..=(ctx, u64::MAX))? {
             let (k, v) = r?;
@@ -259,12 +265,32 @@ fn quarantine_tail(store: &Store, ctx: &str, keep: u64, epoch: u64) -> Result<u6
         moved = tail.len() as u64;
         for (seq, bytes) in &tail {
             let e = decode_entry(*seq, bytes)?;
-            key_index.remove((ctx, e.key.as_str(), *seq))?;
+            let block = *seq / KEY_BLOCK_SEQS;
+            let bits = match blocks.entry((e.key, block)) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let stored = key_blocks.get((ctx, v.key().0.as_str(), block))?;
+                    let bits = stored.map_or([0u8; 32], |g| *g.value());
+                    v.insert(bits)
+                }
+            };
+            let bit = (*seq % KEY_BLOCK_SEQS) as usize;
+            bits[bit / 8] &= !(1 << (bit % 8));
             quarantine.insert((ctx, *seq, now_ns), (epoch, bytes.as_slice()))?;
             entries.remove((ctx, *seq))?;
         }
-        // A node at (level, index) covers leaves [index << level, (index + 1) << level):
-        // it survives only if that range ends at or before `keep`.
+        for ((key, block), bits) in &blocks {
+            if bits.iter().all(|b| *b == 0) {
+                key_blocks.remove((ctx, key.as_str(), *block))?;
+            } else {
+                key_blocks.insert((ctx, key.as_str(), *block), bits)?;
+            }
+        }
+        // Nodes stored in the removed entries' values went with them (a node lives in the
+        // entry that completes it, so a surviving entry holds only surviving nodes). In the
+        // MERKLE_NODES fallback, a node at (level, index) covers leaves
+        // [index << level, (index + 1) << level): it survives only if that range ends at or
+        // before `keep`.
         for level in 1u8..64 {
             let first_gone = keep >> level;
             let gone: Vec<u64> = nodes
@@ -342,13 +368,17 @@ fn write_batch(
     txn.set_durability(durability)?;
     {
         let mut entries = txn.open_table(ENTRIES)?;
-        let mut key_index = txn.open_table(KEY_INDEX)?;
+        let mut key_blocks = txn.open_table(KEY_BLOCKS)?;
         let mut nodes = txn.open_table(MERKLE_NODES)?;
         let mut idem = txn.open_table(IDEMPOTENCY)?;
         // Latest sequence per context as this transaction goes, so ops of one context in
         // one batch chain without re-reading.
         let mut latest: HashMap<&str, u64> = HashMap::with_capacity(batch.len());
+        // The key-index blocks this batch touches, written once each after the loop: an op
+        // of many entries with one key (a snapshot load) updates one row per 256 entries.
+        let mut blocks: HashMap<(&str, &str, u64), [u8; 32]> = HashMap::new();
         let mut value = Vec::with_capacity(512);
+        let mut embedded: Vec<Hash> = Vec::with_capacity(8);
         for op in batch {
             let ctx: &str = &op.context_id;
             let stored = match latest.get(ctx) {
@@ -373,14 +403,39 @@ fn write_batch(
                 continue;
             }
             let mut seq = op.expect_prev;
+            // A cursor over op.nodes: the nodes completed by entry `seq`, levels 1, 2, ...
+            // in order, go into its value; a node out of that order goes to MERKLE_NODES.
+            let mut next_node = 0;
             for e in &op.entries {
                 debug_assert_eq!(e.sequence, seq + 1, "entries of an op are consecutive");
                 seq = e.sequence;
-                encode_entry_into(&mut value, e);
+                embedded.clear();
+                while let Some((pos, hash)) = op.nodes.get(next_node) {
+                    match completed_by(*pos) {
+                        Some(owner) if owner > seq => break,
+                        Some(owner) if owner == seq && pos.level as usize == embedded.len() + 1 => {
+                            embedded.push(*hash);
+                        }
+                        _ => {
+                            nodes.insert((ctx, pos.level, pos.index), hash)?;
+                        }
+                    }
+                    next_node += 1;
+                }
+                encode_entry_with_nodes_into(&mut value, e, &embedded);
                 entries.insert((ctx, e.sequence), value.as_slice())?;
-                key_index.insert((ctx, e.key.as_str(), e.sequence), ())?;
+                let block = e.sequence / KEY_BLOCK_SEQS;
+                let bits = match blocks.entry((ctx, e.key.as_str(), block)) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let stored = key_blocks.get((ctx, e.key.as_str(), block))?;
+                        v.insert(stored.map_or([0u8; 32], |g| *g.value()))
+                    }
+                };
+                let bit = (e.sequence % KEY_BLOCK_SEQS) as usize;
+                bits[bit / 8] |= 1 << (bit % 8);
             }
-            for (pos, hash) in &op.nodes {
+            for (pos, hash) in &op.nodes[next_node..] {
                 nodes.insert((ctx, pos.level, pos.index), hash)?;
             }
             for (key, seq) in &op.idempotency {
@@ -389,9 +444,176 @@ fn write_batch(
             latest.insert(ctx, seq);
             outcomes.push(Ok(()));
         }
+        for ((ctx, key, block), bits) in &blocks {
+            key_blocks.insert((*ctx, *key, *block), bits)?;
+        }
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The sequence of the entry that completes the Merkle subtree at `pos` (level ≥ 1): the
+/// last leaf of that subtree, `(index + 1) · 2^level`. None for level 0 or positions past
+/// the largest possible tree.
+pub(crate) fn completed_by(pos: NodePos) -> Option<u64> {
+    if pos.level == 0 || pos.level >= 64 {
+        return None;
+    }
+    let n = pos.index.checked_add(1)?;
+    (n <= u64::MAX >> pos.level).then(|| n << pos.level)
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::integrity::merkle::{leaf_hash, Frontier};
+    use crate::integrity::proof::frontier_at;
+    use std::sync::Mutex;
+
+    fn entry(seq: u64, key: &str) -> Entry {
+        let mut content_hash = [0u8; 32];
+        content_hash[..8].copy_from_slice(&seq.to_be_bytes());
+        Entry {
+            id: format!("id-{seq}"),
+            key: key.into(),
+            payload: bytes::Bytes::from(format!("payload {seq}")),
+            sequence: seq,
+            appended_at_ns: seq,
+            metadata: Default::default(),
+            lamport_clock: seq,
+            content_hash,
+        }
+    }
+
+    type Outcomes = Arc<Mutex<Vec<CommitResult>>>;
+
+    /// An op of `n` entries continuing `frontier` (at `frontier.size()`), keyed by `key_of`.
+    fn op(
+        ctx: &Arc<str>,
+        frontier: &mut Frontier,
+        n: u64,
+        key_of: impl Fn(u64) -> String,
+        outcomes: &Outcomes,
+    ) -> WriteOp {
+        let prev = frontier.size();
+        let mut nodes = Vec::new();
+        let entries: Vec<Entry> = (prev + 1..=prev + n)
+            .map(|s| {
+                let e = entry(s, &key_of(s));
+                frontier.push(leaf_hash(&e.content_hash), &mut nodes);
+                e
+            })
+            .collect();
+        let outcomes = outcomes.clone();
+        WriteOp {
+            context_id: ctx.clone(),
+            expect_prev: prev,
+            entries,
+            nodes,
+            idempotency: Vec::new(),
+            on_done: Some(Box::new(move |r, _| outcomes.lock().unwrap().push(r))),
+        }
+    }
+
+    fn key_of(s: u64) -> String {
+        ["a", "b", "c"][(s % 3) as usize].to_string()
+    }
+
+    #[test]
+    fn nodes_in_values_and_key_blocks_read_back_exactly() {
+        let store = Store::open_memory().unwrap();
+        let ctx: Arc<str> = Arc::from("ctx");
+        let other: Arc<str> = Arc::from("other");
+        let outcomes: Outcomes = Arc::default();
+        let mut frontier = Frontier::empty();
+        let mut other_frontier = Frontier::empty();
+        // Ops of varying sizes across several key blocks, two contexts per batch; one op's
+        // nodes arrive reversed, so they must go to the MERKLE_NODES fallback.
+        let mut frontiers = vec![frontier.clone()];
+        for (round, n) in [1u64, 1, 2, 5, 17, 100, 300, 1, 64, 250]
+            .into_iter()
+            .enumerate()
+        {
+            let mut a = op(&ctx, &mut frontier, n, key_of, &outcomes);
+            if round == 6 {
+                a.nodes.reverse();
+            }
+            let b = op(&other, &mut other_frontier, 1, |_| "z".into(), &outcomes);
+            commit_batch(&store, &mut vec![a, b]);
+            frontiers.push(frontier.clone());
+        }
+        assert!(outcomes.lock().unwrap().iter().all(|r| r.is_ok()));
+        let reader = store.reader().unwrap();
+        let size = frontier.size();
+        assert_eq!(reader.head(&ctx).unwrap().frontier, frontier);
+        assert_eq!(reader.head(&other).unwrap().frontier, other_frontier);
+        // Every historical frontier (and so every root and proof) reads back.
+        let mut f = Frontier::empty();
+        for s in 1..=size {
+            f.push(leaf_hash(&entry(s, "").content_hash), &mut Vec::new());
+            assert_eq!(frontier_at(&reader.nodes(&ctx), s).unwrap(), f, "size {s}");
+        }
+        assert!(frontiers.contains(&frontier));
+        // Key-filtered reads across blocks, with offsets and limits.
+        for key in ["a", "b", "c", "d"] {
+            for after in [0, 1, 2, 255, 256, 300, 511, 512, size - 1, size] {
+                for limit in [0usize, 1, 7, 1000] {
+                    let got: Vec<u64> = reader
+                        .entries_after(&ctx, Some(key), after, limit)
+                        .unwrap()
+                        .iter()
+                        .map(|e| {
+                            assert_eq!(e, &entry(e.sequence, key));
+                            e.sequence
+                        })
+                        .collect();
+                    let want: Vec<u64> = (after + 1..=size)
+                        .filter(|&s| key_of(s) == key)
+                        .take(if limit == 0 { usize::MAX } else { limit })
+                        .collect();
+                    assert_eq!(got, want, "key {key} after {after} limit {limit}");
+                }
+            }
+        }
+        let z = reader.entries_after(&other, Some("z"), 0, 0).unwrap();
+        assert_eq!(z.len() as u64, other_frontier.size());
+    }
+
+    #[test]
+    fn an_op_that_does_not_continue_its_context_writes_nothing() {
+        let store = Store::open_memory().unwrap();
+        let ctx: Arc<str> = Arc::from("ctx");
+        let outcomes: Outcomes = Arc::default();
+        let mut frontier = Frontier::empty();
+        commit_batch(
+            &store,
+            &mut vec![op(&ctx, &mut frontier, 3, key_of, &outcomes)],
+        );
+        let mut stale = Frontier::empty();
+        commit_batch(
+            &store,
+            &mut vec![op(&ctx, &mut stale, 2, |_| "x".into(), &outcomes)],
+        );
+        let results = outcomes.lock().unwrap();
+        assert!(results[0].is_ok() && results[1].is_err());
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.latest_sequence(&ctx).unwrap(), 3);
+        assert!(reader
+            .entries_after(&ctx, Some("x"), 0, 0)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn completed_by_is_the_last_leaf_of_the_subtree() {
+        let p = |level, index| NodePos { level, index };
+        assert_eq!(completed_by(p(1, 0)), Some(2));
+        assert_eq!(completed_by(p(2, 1)), Some(8));
+        assert_eq!(completed_by(p(0, 5)), None);
+        assert_eq!(completed_by(p(64, 0)), None);
+        assert_eq!(completed_by(p(63, 1)), None);
+        assert_eq!(completed_by(p(1, u64::MAX)), None);
+    }
 }
 
 #[cfg(test)]
