@@ -7,13 +7,10 @@ mod common;
 use common::cluster::{append, converge, head, owned_by, shutdown, status_of, Node};
 
 use converge_ledger::actors::cluster::MemoryNet;
-use converge_ledger::client::LedgerClient;
 use converge_ledger::config::{ClusterConfig, Config, ReplicationAcks};
 use converge_ledger::proto;
-use converge_ledger::replication::owner_of;
 use converge_ledger::server::Ledger;
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn config(name: &str, acks: ReplicationAcks) -> Config {
     Config {
