@@ -116,8 +116,10 @@ pub struct ServeArgs {
     pub replication_acks: ReplicationAcks,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
-    /// "converge_ledger=debug".
-    #[arg(long, env = "LEDGER_LOG", default_value = "info")]
+    /// "converge_ledger=debug". The default quiets ractor_cluster, which warns about ordinary
+    /// events (a duplicate connection resolved, a peer exiting); our own cluster logs say
+    /// when nodes come, go or are refused.
+    #[arg(long, env = "LEDGER_LOG", default_value = "info,ractor_cluster=error")]
     pub log: String,
 }
 
