@@ -314,7 +314,7 @@ pub async fn wait_ready(url: &str, timeout: Duration) -> Result<LedgerClient, Cl
 }
 
 /// `host:port` → `http://host:port`; anything with a scheme is left as it is.
-fn normalize_url(url: &str) -> String {
+pub(crate) fn normalize_url(url: &str) -> String {
     let url = url.trim();
     if url.contains("://") {
         url.to_owned()

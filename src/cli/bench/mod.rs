@@ -103,19 +103,22 @@ pub struct Ctx {
 impl Ctx {
     /// A new HTTP/2 connection (one per simulated client, as independent clients would).
     pub async fn channel(&self) -> Result<Channel, ClientError> {
-        Endpoint::from_shared(self.url.clone())
+        Self::channel_to(&self.url).await
+    }
+
+    /// A new HTTP/2 connection to `url` (another node of a cluster).
+    pub async fn channel_to(url: &str) -> Result<Channel, ClientError> {
+        let url = url.to_string();
+        Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::InvalidUrl {
-                url: self.url.clone(),
+                url: url.clone(),
                 reason: e.to_string(),
             })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|source| ClientError::Connect {
-                url: self.url.clone(),
-                source,
-            })
+            .map_err(|source| ClientError::Connect { url, source })
     }
 
     pub async fn service(&self) -> Result<ContextServiceClient<Channel>, ClientError> {
@@ -130,10 +133,20 @@ impl Ctx {
 
     /// `n` channels, or one per client when `n` is 0.
     pub async fn channels(&self, clients: usize, n: usize) -> Result<Vec<Channel>, ClientError> {
+        self.channels_to(&self.url, clients, n).await
+    }
+
+    /// As `channels`, to `url`.
+    pub async fn channels_to(
+        &self,
+        url: &str,
+        clients: usize,
+        n: usize,
+    ) -> Result<Vec<Channel>, ClientError> {
         let n = if n == 0 { clients } else { n.min(clients) };
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push(self.channel().await?);
+            out.push(Self::channel_to(url).await?);
         }
         Ok(out)
     }
@@ -207,15 +220,7 @@ pub enum BenchError {
 
 pub type BenchResult<T> = Result<T, BenchError>;
 
-/// `host:port` → `http://host:port`; anything with a scheme is left as it is.
-fn normalize_url(url: &str) -> String {
-    let url = url.trim();
-    if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    }
-}
+pub(crate) use crate::client::normalize_url;
 
 fn default_run_id() -> String {
     let secs = std::time::SystemTime::now()
@@ -391,6 +396,8 @@ mod tests {
             drain_secs: 5.0,
             payload_bytes: 32,
             connections: 0,
+            // The same server by another name: exercises the --watch-server path.
+            watch_server: Some(c.url.clone()),
         };
         let r = watch::one(&c, &args, 3).await.expect("watch");
         assert_eq!(r.errors, 0, "{}", r.notes);

@@ -38,6 +38,11 @@ pub struct WatchArgs {
     /// peer harness does). The writer always has its own.
     #[arg(long, default_value_t = 0)]
     pub connections: usize,
+
+    /// Watch through this server instead of --server (another node of a cluster: the writer
+    /// appends through --server, the watchers follow a replica). Default: --server.
+    #[arg(long, value_name = "URL")]
+    pub watch_server: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, a: WatchArgs) -> BenchResult<()> {
@@ -70,7 +75,13 @@ struct WatchState {
 pub(super) async fn one(ctx: &Ctx, a: &WatchArgs, k: usize) -> BenchResult<Report> {
     let total = (a.rate as f64 * a.duration).round() as u64;
     let context_id = ctx.context_id(&format!("watch-k{k}"));
-    let channels = ctx.channels(k, a.connections).await?;
+    let channels = match &a.watch_server {
+        Some(url) => {
+            let url = super::normalize_url(url);
+            ctx.channels_to(&url, k, a.connections).await?
+        }
+        None => ctx.channels(k, a.connections).await?,
+    };
     let progress = Progress::new(ctx, &format!("watch k={k}"), total);
     let mut states = Vec::with_capacity(k);
     let mut tasks = Vec::with_capacity(k);
