@@ -389,3 +389,132 @@ async fn an_owner_restarted_from_its_data_dir_catches_up_and_owns_again() {
     assert_eq!(ours.latest_sequence, 101);
     shutdown(nodes).await;
 }
+
+/// A three-node cluster (acks=all) whose owner `a` (on `dir`) of the returned context held
+/// 20 entries and left; `b` and `c` then took over and hold 50, at a higher epoch.
+async fn owner_away_while_the_others_moved_on(
+    net: &MemoryNet,
+    dir: &std::path::Path,
+) -> (String, Node, Node) {
+    let a = start_dir_node(net, "a", dir).await;
+    let b = start_node(net, "b", ReplicationAcks::All).await;
+    let c = start_node(net, "c", ReplicationAcks::All).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "rejoin");
+    for i in 0..20 {
+        append(&b.client, &ctx, &format!("before-{i}")).await;
+    }
+    converge(&[&a, &b, &c], &ctx, 20).await;
+    net.leave("a");
+    a.ledger.shutdown().await;
+    for i in 0..30 {
+        let via = if i % 2 == 0 { &b } else { &c };
+        append(&via.client, &ctx, &format!("during-{i}")).await;
+    }
+    converge(&[&b, &c], &ctx, 50).await;
+    (ctx, b, c)
+}
+
+async fn start_dir_node(net: &MemoryNet, name: &str, dir: &std::path::Path) -> Node {
+    common::init_logs();
+    let cfg = Config {
+        cluster: config(name, ReplicationAcks::All).cluster,
+        ..common::dir_config(dir)
+    };
+    let ledger = Ledger::start_with_link(&cfg, net.join(name))
+        .await
+        .expect("ledger starts");
+    let client = converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
+        .await
+        .expect("ready");
+    Node {
+        name: name.into(),
+        ledger,
+        client,
+    }
+}
+
+async fn assert_nothing_quarantined(nodes: &[&Node]) {
+    for n in nodes {
+        let s = status_of(&n.client).await;
+        assert_eq!(s.quarantined_entries, 0, "{}: {:?}", n.name, s.quarantine);
+    }
+}
+
+/// The race seen on real sockets: the returning owner is seen by the others before it sees
+/// them, so their digests reach it while it has claimed the context alone on its old 20
+/// entries (and intends a higher epoch it has not written anything under). Its answer must
+/// not make them quarantine their 50 acknowledged entries; once it sees them, it catches
+/// up, and everyone converges with nothing quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_owner_seen_before_it_sees_the_others_truncates_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = MemoryNet::new();
+    let (ctx, b, c) = owner_away_while_the_others_moved_on(&net, dir.path()).await;
+    net.cut("a", "b");
+    net.cut("a", "c");
+    net.hold_members("a");
+    let a = start_dir_node(&net, "a", dir.path()).await;
+    assert_eq!(head(&a.client, &ctx).await.0, 20, "a kept its data");
+    // Its claim alone is done (no peer to ask).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // b and c see a (and send it their heads); a still sees only itself.
+    net.heal("a", "b");
+    net.heal("a", "c");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for n in [&b, &c] {
+        assert_eq!(
+            head(&n.client, &ctx).await.0,
+            50,
+            "{} kept its entries",
+            n.name
+        );
+    }
+    // A forwarded append is refused (retried) until a sees the forwarder.
+    let late = tokio::spawn({
+        let (client, ctx) = (b.client.clone(), ctx.clone());
+        async move { append(&client, &ctx, "while-a-sees-nobody").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(head(&a.client, &ctx).await.0, 20, "a wrote nothing yet");
+    net.release_members("a");
+    let e = late.await.expect("append task");
+    assert_eq!(e.sequence, 51);
+    let nodes = [&a, &b, &c];
+    converge(&nodes, &ctx, 51).await;
+    append(&c.client, &ctx, "after").await;
+    converge(&nodes, &ctx, 52).await;
+    assert_nothing_quarantined(&nodes).await;
+    shutdown(vec![a, b, c]).await;
+}
+
+/// The returning owner's membership grows twice within moments ({a} → {a,b} → {a,b,c}):
+/// its two claims of the context, one per membership version, must not interleave, and
+/// the replicas must not take its history for the authoritative one before it caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_owner_whose_membership_grows_twice_at_once_catches_up_cleanly() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = MemoryNet::new();
+        let (ctx, b, c) = owner_away_while_the_others_moved_on(&net, dir.path()).await;
+        net.cut("a", "b");
+        net.cut("a", "c");
+        let a = start_dir_node(&net, "a", dir.path()).await;
+        assert_eq!(head(&a.client, &ctx).await.0, 20, "a kept its data");
+        tokio::time::sleep(Duration::from_millis(50 * round)).await;
+        net.heal("a", "b");
+        net.heal("a", "c");
+        let nodes = [&a, &b, &c];
+        converge(&nodes, &ctx, 50).await;
+        append(&b.client, &ctx, "after").await;
+        converge(&nodes, &ctx, 51).await;
+        assert_nothing_quarantined(&nodes).await;
+        let s = status_of(&a.client).await;
+        let ours = s
+            .contexts
+            .iter()
+            .find(|c| c.context_id == ctx)
+            .expect("listed");
+        assert_eq!(ours.owner, "a");
+        shutdown(vec![a, b, c]).await;
+    }
+}

@@ -13,6 +13,11 @@
 //!    `(epoch, size, node name)` ([`authority`]): the most recent owner's history first,
 //!    then the longest, then a fixed tie-break, so every node picks the same one. Entries
 //!    of any other history beyond the common prefix are quarantined, never merged.
+//! 5. The epoch in a claim is the one a node *persisted with the history it holds* (raised
+//!    by entries it wrote or applied under that epoch, or by adopting an equal history of a
+//!    higher epoch) — never an epoch it merely intends to take. A node gives up (moves to
+//!    quarantine) its own tail only for a history that [`supersedes`] its own by rule 4; a
+//!    source that does not (an owner still catching up, say) is told our head instead.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +36,12 @@ pub fn authority(claims: &[Claim]) -> Option<&Claim> {
     claims
         .iter()
         .max_by(|a, b| (a.epoch, a.size, &a.node).cmp(&(b.epoch, b.size, &b.node)))
+}
+
+/// Whether the history claimed by `source` is authoritative over `local`'s (rule 4 between
+/// the two): only then may `local` quarantine the part of its history `source` lacks.
+pub fn supersedes(source: &Claim, local: &Claim) -> bool {
+    (source.epoch, source.size, &source.node) > (local.epoch, local.size, &local.node)
 }
 
 /// The epoch a new claim takes: one more than every epoch seen (saturating).
@@ -90,7 +101,39 @@ mod tests {
         assert!(!accepts(3, 2));
     }
 
+    #[test]
+    fn a_replica_yields_its_tail_only_to_a_superseding_history() {
+        // The race of a rejoining owner: it still holds 20 entries of epoch 1 (it intends
+        // to take epoch 3, but has persisted nothing under it), the replicas hold 50
+        // acknowledged entries of epoch 2. They must not give them up to it.
+        let replica = c("b", 2, 50);
+        assert!(!supersedes(&c("a", 1, 20), &replica));
+        assert!(!supersedes(&c("a", 2, 20), &replica));
+        assert!(
+            !supersedes(&c("a", 2, 50), &replica),
+            "a < b breaks the tie"
+        );
+        assert!(supersedes(&c("a", 2, 51), &replica));
+        assert!(supersedes(&c("a", 3, 20), &replica));
+        assert!(!supersedes(&replica, &replica));
+    }
+
     proptest! {
+        #[test]
+        fn supersedes_agrees_with_authority(
+            x in ("[a-d]", 0u64..4, 0u64..6), y in ("[a-d]", 0u64..4, 0u64..6)
+        ) {
+            let (x, y) = (c(&x.0, x.1, x.2), c(&y.0, y.1, y.2));
+            let both = [x.clone(), y.clone()];
+            let auth = authority(&both).cloned().expect("non-empty");
+            if supersedes(&x, &y) {
+                prop_assert_eq!(&auth, &x);
+                prop_assert!(!supersedes(&y, &x));
+            } else if x != y {
+                prop_assert!(supersedes(&y, &x) || (y.epoch, y.size, &y.node) == (x.epoch, x.size, &x.node));
+            }
+        }
+
         #[test]
         fn authority_is_order_independent_and_maximal(
             raw in proptest::collection::vec(("[a-d]", 0u64..4, 0u64..6), 1..8)

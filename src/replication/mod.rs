@@ -16,7 +16,9 @@
 //! that its Merkle root equals the owner's. An owner that (re)claims a context after a
 //! membership change first syncs with the live replicas: it adopts the authoritative history
 //! (`epoch::authority`), moves any divergent tail of its own to quarantine, and takes a new
-//! epoch higher than any it saw. Replicas refuse shipments from lower epochs.
+//! epoch higher than any it saw. Replicas refuse shipments from lower epochs, and give up
+//! their own tail only to a history that supersedes theirs (`epoch::supersedes`, comparing
+//! persisted epochs).
 
 pub mod divergence;
 pub mod epoch;
@@ -24,5 +26,5 @@ pub mod owner;
 pub mod wire;
 
 pub use divergence::{common_prefix, Compare};
-pub use epoch::{accepts, authority, next_epoch, Claim};
+pub use epoch::{accepts, authority, next_epoch, supersedes, Claim};
 pub use owner::owner_of;

@@ -4,7 +4,9 @@
 //! `join(name)` adds a node and returns its link; `leave(name)` removes it (its sends
 //! fail, peers see it go); `cut(a, b)` / `heal(a, b)` drop and restore the connection
 //! between two nodes (a partition). Each node's member set is every joined node it is
-//! connected to, itself included. Frames are delivered in order per (sender, receiver) to
+//! connected to, itself included. `hold_members(name)` / `release_members(name)` delay a
+//! node's view of the membership (not its connections), as when peers see a node before it
+//! sees them. Frames are delivered in order per (sender, receiver) to
 //! the receiver's bounded inbound channel; a frame to a full or unregistered channel is
 //! dropped and counted, as the trait allows.
 
@@ -27,6 +29,8 @@ struct Net {
     nodes: BTreeMap<String, Node>,
     /// Cut pairs, (smaller, greater).
     cuts: BTreeSet<(String, String)>,
+    /// Nodes whose member set is not updated (`hold_members`).
+    held: BTreeSet<String>,
 }
 
 impl Net {
@@ -41,6 +45,9 @@ impl Net {
     /// Recomputes every node's member set; publishes the ones that changed.
     fn publish(&self) {
         for (name, node) in &self.nodes {
+            if self.held.contains(name) {
+                continue;
+            }
             let live: BTreeSet<String> = self
                 .nodes
                 .keys()
@@ -126,6 +133,19 @@ impl MemoryNet {
         let mut net = lock(&self.net);
         let pair = if a < b { (a, b) } else { (b, a) };
         net.cuts.remove(&(pair.0.to_string(), pair.1.to_string()));
+        net.publish();
+    }
+
+    /// Freezes node `name`'s member set (also for a node that joins later, which then sees
+    /// only itself): peers still see it and frames still flow both ways.
+    pub fn hold_members(&self, name: &str) {
+        lock(&self.net).held.insert(name.to_string());
+    }
+
+    /// Lets node `name` see the current membership again.
+    pub fn release_members(&self, name: &str) {
+        let mut net = lock(&self.net);
+        net.held.remove(name);
         net.publish();
     }
 
@@ -254,6 +274,13 @@ mod tests {
             Err(LinkError::NotConnected(_))
         ));
         net.heal("b", "a");
+        assert_eq!(names(&a), ["a", "b", "c"]);
+        net.hold_members("a");
+        net.cut("b", "c");
+        assert_eq!(names(&a), ["a", "b", "c"], "held");
+        assert_eq!(names(&b), ["a", "b"]);
+        net.heal("b", "c");
+        net.release_members("a");
         assert_eq!(names(&a), ["a", "b", "c"]);
         net.leave("c");
         assert_eq!(names(&a), ["a", "b"]);

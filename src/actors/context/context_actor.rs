@@ -96,6 +96,15 @@ pub enum ContextMsg {
         keep: u64,
         reply: RpcReplyPort<LedgerResult<u64>>,
     },
+    /// Replication: this replica's history equals a peer's `(size, root)` held under the
+    /// higher `epoch`: raise (and persist) the epoch to it, if the head still is
+    /// `(size, root)`. Answers the epoch now held.
+    AdoptEpoch {
+        epoch: u64,
+        size: u64,
+        root: Hash,
+        reply: RpcReplyPort<LedgerResult<u64>>,
+    },
     Load(LoadInput, RpcReplyPort<LedgerResult<LoadOutcome>>),
     /// From the writer: the op ending at `through`, which remembered idempotency keys, is
     /// committed. (Other ops only decrement the shared in-flight count: no message, so a
@@ -210,6 +219,15 @@ impl Actor for ContextActor {
             ContextMsg::Quarantine { keep, reply } => {
                 state.last_active = Instant::now();
                 quarantine(&myself, state, keep, reply).await;
+            }
+            ContextMsg::AdoptEpoch {
+                epoch,
+                size,
+                root,
+                reply,
+            } => {
+                state.last_active = Instant::now();
+                let _ = reply.send(adopt_epoch(state, epoch, size, root).await);
             }
             ContextMsg::Load(input, reply) => {
                 state.last_active = Instant::now();
@@ -649,6 +667,41 @@ async fn raise_epoch(state: &mut ContextState, epoch: u64) {
             }))
             .await;
     }
+}
+
+/// See `ContextMsg::AdoptEpoch`: waits until the epoch is persisted, so a peer asking for
+/// this node's state next sees it.
+async fn adopt_epoch(
+    state: &mut ContextState,
+    epoch: u64,
+    size: u64,
+    root: Hash,
+) -> LedgerResult<u64> {
+    if epoch <= state.epoch {
+        return Ok(state.epoch);
+    }
+    if (state.sequence, state.frontier.root()) != (size, root) {
+        return Err(LedgerError::Unavailable(format!(
+            "context {:?} changed while adopting epoch {epoch}; retry",
+            state.context_id
+        )));
+    }
+    let tx = state.shared.writer()?;
+    let (done, rx) = tokio::sync::oneshot::channel();
+    tx.send(WriterMsg::Replica(ReplicaOp::SetEpoch {
+        context_id: state.context_id.clone(),
+        epoch,
+        done,
+    }))
+    .await
+    .map_err(|_| LedgerError::Unavailable("the storage writer is restarting; retry".into()))?;
+    state.epoch = epoch;
+    rx.await.unwrap_or_else(|_| {
+        Err(LedgerError::Unavailable(
+            "the storage writer stopped before persisting an epoch; retry".into(),
+        ))
+    })?;
+    Ok(epoch)
 }
 
 /// Applies entries from a peer (see `ApplyInput`): skips what is held, refuses a stale

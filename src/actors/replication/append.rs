@@ -128,18 +128,29 @@ pub(super) async fn append_as_owner(
     Ok(outcome)
 }
 
-/// This node's claim of `ctx` for the current membership: runs the claim once (others
-/// wait for it) and returns its epoch.
+/// This node's claim of `ctx` for the current membership: runs the claim once per
+/// membership version (others wait for it) and returns its epoch. A claim made stale by a
+/// membership change meanwhile is followed by the claim for the new version.
 pub(super) async fn claim(
     repl: &Arc<Replication>,
     shared: &Arc<Shared>,
     ctx: &Arc<str>,
 ) -> LedgerResult<u64> {
-    let cell = repl.claim_slot(ctx);
-    let run = cell.get_or_try_init(|| super::sync::claim(repl, shared, ctx));
+    let run = async {
+        loop {
+            let (version, cell) = repl.claim_slot(ctx);
+            let r = cell
+                .get_or_try_init(|| super::sync::claim(repl, shared, ctx, version))
+                .await;
+            match r {
+                Ok(epoch) => return Ok(*epoch),
+                Err(_) if repl.version() != version => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
     match tokio::time::timeout(CLAIM_TIMEOUT, run).await {
-        Ok(Ok(epoch)) => Ok(*epoch),
-        Ok(Err(e)) => Err(e),
+        Ok(r) => r,
         Err(_) => Err(LedgerError::Unavailable(format!(
             "this node is taking over context {ctx:?} and is still catching up; retry"
         ))),

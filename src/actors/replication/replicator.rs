@@ -24,6 +24,7 @@ use crate::actors::context::{deliver, AppendInput, ApplyInput, ContextMsg};
 use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::model::Entry;
+use crate::replication::epoch::{supersedes, Claim};
 use crate::replication::wire::{
     self, Appended, Fetched, Head, Msg, Request, Response, Shipment, WireEntry, FRAME_BYTES_MAX,
 };
@@ -141,7 +142,7 @@ async fn inbound(
                 Ok(permit) => {
                     let (repl, shared) = (repl.clone(), shared.clone());
                     tokio::spawn(async move {
-                        let answer = serve(&repl, &shared, body).await;
+                        let answer = serve(&repl, &shared, &from, body).await;
                         let _ = repl.send(&from, Msg::Response { id, body: answer });
                         drop(permit);
                     });
@@ -185,11 +186,24 @@ fn refusal(req: &Request, e: LedgerError) -> Response {
     }
 }
 
-async fn serve(repl: &Arc<Replication>, shared: &Arc<Shared>, req: Request) -> Response {
+async fn serve(
+    repl: &Arc<Replication>,
+    shared: &Arc<Shared>,
+    from: &str,
+    req: Request,
+) -> Response {
     match req {
         Request::Append(a) => {
             let ctx: Arc<str> = Arc::from(a.context.as_str());
             let r = match repl.owner(&ctx) {
+                // A forwarder this node does not see yet (it saw us first): our claim did
+                // not ask it for its history, so appending now could write over it.
+                Some(o) if o == repl.node && !repl.is_live(from) => {
+                    Err(LedgerError::Unavailable(format!(
+                        "node {:?} does not see node {from:?} as a member yet; retry",
+                        repl.node
+                    )))
+                }
                 Some(o) if o == repl.node => {
                     let input = AppendInput {
                         key: a.key,
@@ -308,23 +322,44 @@ fn head_in(repl: &Arc<Replication>, shared: &Arc<Shared>, from: &str, h: Head) {
 }
 
 /// A peer's head of a context: if this node owns it, make sure it is claimed (which
-/// broadcasts the head) or answer with the head when they differ.
+/// broadcasts the head) or, when they differ, claim again if the peer's history supersedes
+/// ours (it was not seen by the claim), else answer with our head. Digests from a node this
+/// node does not see yet are ignored: our next membership change claims with it.
 fn digest_in(repl: &Arc<Replication>, shared: &Arc<Shared>, from: &str, h: Head) {
-    if repl.owner(&h.context).as_deref() != Some(repl.node.as_str()) {
+    if repl.owner(&h.context).as_deref() != Some(repl.node.as_str()) || !repl.is_live(from) {
         return;
     }
     let ctx: Arc<str> = Arc::from(h.context.as_str());
-    let cell = repl.claim_slot(&ctx);
-    match cell.get() {
-        Some(epoch) => {
-            if let Ok(mut local) = repl.local_head(shared, &ctx) {
-                if (local.size, local.root) != (h.size, h.root) {
-                    local.epoch = *epoch;
-                    let _ = repl.send(from, Msg::Head(local));
-                }
-            }
-        }
-        None => spawn_claim(repl, shared, ctx),
+    let (version, cell) = repl.claim_slot(&ctx);
+    if cell.get().is_none() {
+        return spawn_claim(repl, shared, ctx);
+    }
+    let Ok(local) = repl.local_head(shared, &ctx) else {
+        return;
+    };
+    if (local.size, local.root) == (h.size, h.root) {
+        return;
+    }
+    let ours = Claim {
+        node: repl.node.clone(),
+        epoch: local.epoch,
+        size: local.size,
+        root: local.root,
+    };
+    let theirs = Claim {
+        node: from.to_string(),
+        epoch: h.epoch,
+        size: h.size,
+        root: h.root,
+    };
+    if supersedes(&theirs, &ours) {
+        tracing::info!(context = %ctx, peer = %from, size = h.size, epoch = h.epoch,
+            local_size = local.size, local_epoch = local.epoch,
+            "a peer holds a history superseding ours; claiming the context again");
+        repl.reset_claim(&ctx, version);
+        spawn_claim(repl, shared, ctx);
+    } else {
+        let _ = repl.send(from, Msg::Head(local));
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::{LedgerError, LedgerResult};
 use crate::model::{Entry, Hash};
 use crate::replication::owner_of;
 use crate::replication::wire::{self, Head, Msg, Request, Response};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot, watch, OnceCell};
 pub const OUTBOUND_QUEUE_MAX: usize = 8192;
 /// Concurrent syncs (claims and catch-ups).
 pub const SYNC_CONCURRENCY: usize = 4;
+/// Per-context sync locks kept before idle ones are pruned.
+const SYNC_LOCKS_PRUNE_AT: usize = 1024;
 
 pub(super) enum Outbound {
     Ship {
@@ -64,7 +66,12 @@ pub struct Replication {
     next_id: AtomicU64,
     pub(super) pending: Mutex<HashMap<u64, (String, oneshot::Sender<Response>)>>,
     pub(super) claims: Mutex<HashMap<Arc<str>, ClaimSlot>>,
-    pub(super) syncing: Mutex<HashSet<Arc<str>>>,
+    /// One lock per context, held by a claim or a catch-up while it runs, so two of them
+    /// never interleave their reads, quarantines and applies on this node.
+    sync_locks: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
+    /// Contexts with a replica-side catch-up scheduled → whether another was asked for
+    /// meanwhile (it then runs again when this one ends, rather than being dropped).
+    pub(super) syncing: Mutex<HashMap<Arc<str>, bool>>,
     pub(super) progress: Mutex<HashMap<Arc<str>, Progress>>,
     pub(super) progress_changed: watch::Sender<u64>,
     pub(super) outbound: mpsc::Sender<Outbound>,
@@ -89,7 +96,8 @@ impl Replication {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashMap::new()),
-            syncing: Mutex::new(HashSet::new()),
+            sync_locks: Mutex::new(HashMap::new()),
+            syncing: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             progress_changed: watch::channel(0).0,
             outbound,
@@ -190,11 +198,33 @@ impl Replication {
         lock(&self.pending).retain(|_, (to, _)| live.contains(to));
     }
 
-    /// The claim slot of a context for the current membership version.
-    pub(super) fn claim_slot(&self, ctx: &Arc<str>) -> Arc<OnceCell<u64>> {
-        let version = self.members.borrow().version;
+    /// The current membership version.
+    pub(super) fn version(&self) -> u64 {
+        self.members.borrow().version
+    }
+
+    /// Whether `node` is a live member as this node sees it.
+    pub(super) fn is_live(&self, node: &str) -> bool {
+        self.members.borrow().live.contains(node)
+    }
+
+    /// Waits for the sync lock of a context (see `sync_locks`).
+    pub(super) async fn sync_lock(&self, ctx: &Arc<str>) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = lock(&self.sync_locks);
+            if locks.len() >= SYNC_LOCKS_PRUNE_AT {
+                locks.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            locks.entry(ctx.clone()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// The claim slot of a context for the current membership version, with that version.
+    pub(super) fn claim_slot(&self, ctx: &Arc<str>) -> (u64, Arc<OnceCell<u64>>) {
+        let version = self.version();
         let mut claims = lock(&self.claims);
-        match claims.get(ctx) {
+        let cell = match claims.get(ctx) {
             Some(slot) if slot.version == version => slot.cell.clone(),
             _ => {
                 let cell = Arc::new(OnceCell::new());
@@ -207,7 +237,38 @@ impl Replication {
                 );
                 cell
             }
+        };
+        (version, cell)
+    }
+
+    /// Drops a finished claim of `ctx` for `version`, so the next append or digest claims
+    /// again (a peer turned out to hold a history superseding the one claimed).
+    pub(super) fn reset_claim(&self, ctx: &Arc<str>, version: u64) {
+        let mut claims = lock(&self.claims);
+        if claims
+            .get(ctx)
+            .is_some_and(|slot| slot.version == version && slot.cell.initialized())
+        {
+            claims.remove(ctx);
         }
+    }
+
+    /// Owner side, after a claim: track the replicas of `ctx` against the head it holds, so
+    /// lag repair nudges the ones that stay behind even if no append follows.
+    pub(super) fn track(&self, head: &Head) {
+        let ctx: Arc<str> = Arc::from(head.context.as_str());
+        let mut progress = lock(&self.progress);
+        let p = progress.entry(ctx).or_insert_with(|| Progress {
+            latest: head.size,
+            root: head.root,
+            epoch: head.epoch,
+            changed: Instant::now(),
+            applied: HashMap::new(),
+        });
+        p.latest = head.size;
+        p.root = head.root;
+        p.epoch = head.epoch;
+        p.changed = Instant::now();
     }
 
     /// Drops claims of older membership versions (called on every membership change).
@@ -356,21 +417,44 @@ impl Replication {
         })
     }
 
-    /// Schedules a catch-up of `ctx` from `from` (at most one per context at a time).
-    /// Only the owner (as this node sees it) is synced from.
+    /// Schedules a catch-up of `ctx` from `from` (at most one per context at a time; one
+    /// asked for while another runs runs after it, from the owner of then). Only the owner
+    /// (as this node sees it) is synced from.
     pub(crate) fn request_sync(self: &Arc<Self>, shared: &Arc<Shared>, ctx: &Arc<str>, from: &str) {
-        if self.owner(ctx).as_deref() != Some(from) || !lock(&self.syncing).insert(ctx.clone()) {
+        if self.owner(ctx).as_deref() != Some(from) {
             return;
         }
-        let (me, shared, ctx, from) = (self.clone(), shared.clone(), ctx.clone(), from.to_string());
+        {
+            let mut syncing = lock(&self.syncing);
+            if let Some(again) = syncing.get_mut(ctx) {
+                *again = true;
+                return;
+            }
+            syncing.insert(ctx.clone(), false);
+        }
+        let (me, shared, ctx, mut from) =
+            (self.clone(), shared.clone(), ctx.clone(), from.to_string());
         tokio::spawn(async move {
-            let permit = me.sync_permits.clone().acquire_owned().await;
-            let r = super::sync::catch_up(&me, &shared, &ctx, &from).await;
-            drop(permit);
-            lock(&me.syncing).remove(&ctx);
-            if let Err(e) = r {
-                tracing::info!(context = %ctx, from = %from, error = %e,
-                    "catch-up did not finish; the next head from the owner retries it");
+            loop {
+                let permit = me.sync_permits.clone().acquire_owned().await;
+                let r = super::sync::catch_up(&me, &shared, &ctx, &from).await;
+                drop(permit);
+                if let Err(e) = r {
+                    tracing::info!(context = %ctx, from = %from, error = %e,
+                        "catch-up did not finish; the next head from the owner retries it");
+                }
+                let mut syncing = lock(&me.syncing);
+                let owner = me.owner(&ctx).filter(|o| *o != me.node);
+                match (syncing.get_mut(&ctx), owner) {
+                    (Some(again), Some(owner)) if *again => {
+                        *again = false;
+                        from = owner;
+                    }
+                    _ => {
+                        syncing.remove(&ctx);
+                        return;
+                    }
+                }
             }
         });
     }

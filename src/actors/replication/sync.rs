@@ -4,14 +4,21 @@
 //! every live member for its (epoch, size, root); if the authoritative claim
 //! (`replication::epoch::authority`: greatest (epoch, size, node name)) is another node's
 //! and differs from ours, catch up from it; take the epoch one above every epoch seen; tell
-//! every replica our head, so replicas that differ catch up from us.
+//! every replica our head, so replicas that differ catch up from us. The new epoch is only
+//! returned (appends persist it): heads carry the epoch persisted with the history held,
+//! never the intended one. Claims and catch-ups of one context on one node hold its sync
+//! lock, so they never interleave; a claim whose membership version is gone by the time it
+//! runs or ends fails as stale (its caller claims again for the new version).
 //!
 //! **Catch-up** (from a source node, the owner or the authority): compare (size, root); if
 //! the shorter history's root equals the other's root at that size, the histories are
 //! consistent; otherwise binary-search the common prefix over roots (O(log n) round
-//! trips). A local tail beyond the common prefix is moved to quarantine. Then fetch the
-//! missing suffix in batches of about 1 MB, applying each through the ContextActor (hashes
-//! and the source's root checked), logging progress.
+//! trips). A local tail beyond the common prefix is moved to quarantine — only if the
+//! source's history supersedes ours (`epoch::supersedes`, persisted epochs); otherwise
+//! nothing is given up and the source is sent our head (an owner that is behind claims
+//! again and adopts it). Then fetch the missing suffix in batches of about 1 MB, applying
+//! each through the ContextActor (hashes and the source's root checked), logging progress.
+//! An equal history held under a higher epoch by the source raises ours to it.
 
 use super::runtime::Replication;
 use crate::actors::context::{route, ApplyInput, ContextMsg};
@@ -19,7 +26,7 @@ use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::integrity::proof::root_at;
 use crate::model::{Entry, Hash};
-use crate::replication::epoch::{authority, next_epoch, Claim};
+use crate::replication::epoch::{authority, next_epoch, supersedes, Claim};
 use crate::replication::wire::{Head, Msg, Request, Response, FRAME_BYTES_MAX};
 use crate::replication::{common_prefix, divergence};
 use std::sync::Arc;
@@ -74,12 +81,24 @@ pub(super) fn local_root_at(shared: &Shared, ctx: &str, size: u64) -> LedgerResu
     Ok(root_at(&reader.nodes(ctx), size)?)
 }
 
-/// See the module doc. Returns the claim's epoch.
+fn stale_claim(ctx: &str, version: u64) -> LedgerError {
+    LedgerError::Unavailable(format!(
+        "the membership changed while claiming context {ctx:?} (version {version}); retry"
+    ))
+}
+
+/// See the module doc. Returns the claim's epoch; fails as stale when the membership is no
+/// longer `version`.
 pub(super) async fn claim(
     repl: &Arc<Replication>,
     shared: &Arc<Shared>,
     ctx: &Arc<str>,
+    version: u64,
 ) -> LedgerResult<u64> {
+    let _sync = repl.sync_lock(ctx).await;
+    if repl.version() != version {
+        return Err(stale_claim(ctx, version));
+    }
     let local = repl.local_head(shared, ctx)?;
     let peers = repl.peers();
     let answers = futures::future::join_all(peers.iter().map(|p| remote_state(repl, p, ctx))).await;
@@ -103,20 +122,27 @@ pub(super) async fn claim(
         }
     }
     if let Some(auth) = authority(&claims).cloned() {
-        if auth.node != repl.node && (auth.size, auth.root) != (local.size, local.root) {
+        if auth.node != repl.node
+            && ((auth.size, auth.root) != (local.size, local.root) || auth.epoch > local.epoch)
+        {
             tracing::info!(context = %ctx, authority = %auth.node, epoch = auth.epoch,
                 size = auth.size, local_size = local.size,
                 "taking over a context: catching up from the authoritative history first");
-            catch_up(repl, shared, ctx, &auth.node).await?;
+            catch_up_locked(repl, shared, ctx, &auth.node).await?;
         }
     }
     let epoch = next_epoch(claims.iter().map(|c| c.epoch));
-    let mut head = repl.local_head(shared, ctx)?;
-    head.epoch = epoch;
+    if repl.version() != version {
+        return Err(stale_claim(ctx, version));
+    }
+    // What this node now holds, with the epoch persisted with it: the claimed epoch is
+    // asserted by the first append under it, not before.
+    let head = repl.local_head(shared, ctx)?;
+    repl.track(&head);
     for p in &peers {
         let _ = repl.send(p, Msg::Head(head.clone()));
     }
-    tracing::debug!(context = %ctx, epoch, size = head.size, "claimed");
+    tracing::debug!(context = %ctx, epoch, size = head.size, held_epoch = head.epoch, "claimed");
     Ok(epoch)
 }
 
@@ -164,14 +190,58 @@ pub(super) async fn catch_up(
     ctx: &Arc<str>,
     from: &str,
 ) -> LedgerResult<()> {
+    let _sync = repl.sync_lock(ctx).await;
+    catch_up_locked(repl, shared, ctx, from).await
+}
+
+/// [`catch_up`], the sync lock of `ctx` held by the caller.
+async fn catch_up_locked(
+    repl: &Arc<Replication>,
+    shared: &Arc<Shared>,
+    ctx: &Arc<str>,
+    from: &str,
+) -> LedgerResult<()> {
     let local = repl.local_head(shared, ctx)?;
     let remote = remote_state(repl, from, ctx).await?;
     if (local.size, local.root) == (remote.size, remote.root) {
-        repl.report_applied(from, ctx, local.size, local.epoch);
+        let mut epoch = local.epoch;
+        if remote.epoch > local.epoch {
+            epoch = route(shared, ctx, |reply| ContextMsg::AdoptEpoch {
+                epoch: remote.epoch,
+                size: remote.size,
+                root: remote.root,
+                reply,
+            })
+            .await?;
+        }
+        repl.report_applied(from, ctx, local.size, epoch);
         return Ok(());
     }
     let common = common_with(repl, shared, ctx, from, &local, &remote).await?;
     if common < local.size {
+        let ours = Claim {
+            node: repl.node.clone(),
+            epoch: local.epoch,
+            size: local.size,
+            root: local.root,
+        };
+        let theirs = Claim {
+            node: from.to_string(),
+            epoch: remote.epoch,
+            size: remote.size,
+            root: remote.root,
+        };
+        if !supersedes(&theirs, &ours) {
+            tracing::info!(context = %ctx, source = %from, common, local_size = local.size,
+                local_epoch = local.epoch, source_size = remote.size, source_epoch = remote.epoch,
+                "the source's history does not supersede ours; keeping our tail and sending the source our head");
+            let _ = repl.send(from, Msg::Digest(vec![local]));
+            return Err(LedgerError::Unavailable(format!(
+                "node {from:?} holds {} entries of context {ctx:?} at epoch {}, which does not \
+                 supersede this node's {} at epoch {}; it is sent this head to adopt",
+                remote.size, remote.epoch, ours.size, ours.epoch
+            )));
+        }
         tracing::warn!(context = %ctx, source = %from, common, local_size = local.size,
             "local history diverges from the authoritative one; quarantining the local tail");
         route(shared, ctx, |reply| ContextMsg::Quarantine {
