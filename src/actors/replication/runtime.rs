@@ -253,8 +253,9 @@ impl Replication {
         }
     }
 
-    /// Owner side, after a claim: track the replicas of `ctx` against the head it holds, so
-    /// lag repair nudges the ones that stay behind even if no append follows.
+    /// Owner side, after a claim that found replicas differing (or silent): track them
+    /// against the head it holds, so lag repair nudges the ones that stay behind even if no
+    /// append follows.
     pub(super) fn track(&self, head: &Head) {
         let ctx: Arc<str> = Arc::from(head.context.as_str());
         let mut progress = lock(&self.progress);

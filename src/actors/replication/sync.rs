@@ -138,7 +138,14 @@ pub(super) async fn claim(
     // What this node now holds, with the epoch persisted with it: the claimed epoch is
     // asserted by the first append under it, not before.
     let head = repl.local_head(shared, ctx)?;
-    repl.track(&head);
+    let answered = claims.len() - 1;
+    if answered < peers.len()
+        || claims
+            .iter()
+            .any(|c| c.node != repl.node && (c.size, c.root) != (head.size, head.root))
+    {
+        repl.track(&head);
+    }
     for p in &peers {
         let _ = repl.send(p, Msg::Head(head.clone()));
     }
