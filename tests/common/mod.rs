@@ -72,7 +72,9 @@ pub fn recomputed_hash(ctx: &str, e: &proto::Entry) -> Hash {
     entry_content_hash(ctx, &model_entry(e))
 }
 
+pub mod cluster;
 pub mod process;
+pub mod proxy;
 
 /// The sequence of the next entry event on a watch stream.
 pub async fn next_seq(stream: &mut tonic::Streaming<proto::WatchEvent>) -> u64 {
