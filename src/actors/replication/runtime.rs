@@ -65,6 +65,11 @@ pub struct Replication {
     pub(super) pending: Mutex<HashMap<u64, (String, oneshot::Sender<Response>)>>,
     pub(super) claims: Mutex<HashMap<Arc<str>, ClaimSlot>>,
     pub(super) syncing: Mutex<HashSet<Arc<str>>>,
+    /// One lock per context, held for a whole catch-up: claims of successive membership
+    /// versions and replica syncs may ask for catch-ups of the same context at once, and
+    /// one computing its common prefix from a head the other is changing would quarantine
+    /// entries it just fetched.
+    catch_ups: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     pub(super) progress: Mutex<HashMap<Arc<str>, Progress>>,
     pub(super) progress_changed: watch::Sender<u64>,
     pub(super) outbound: mpsc::Sender<Outbound>,
@@ -90,6 +95,7 @@ impl Replication {
             pending: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashMap::new()),
             syncing: Mutex::new(HashSet::new()),
+            catch_ups: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             progress_changed: watch::channel(0).0,
             outbound,
@@ -208,6 +214,14 @@ impl Replication {
                 cell
             }
         }
+    }
+
+    /// The lock that serializes catch-ups of `ctx` on this node.
+    pub(super) fn catch_up_lock(&self, ctx: &Arc<str>) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.catch_ups)
+            .entry(ctx.clone())
+            .or_default()
+            .clone()
     }
 
     /// Drops claims of older membership versions (called on every membership change).

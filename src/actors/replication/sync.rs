@@ -164,6 +164,9 @@ pub(super) async fn catch_up(
     ctx: &Arc<str>,
     from: &str,
 ) -> LedgerResult<()> {
+    // One catch-up of a context at a time; the head is read under the lock.
+    let serial = repl.catch_up_lock(ctx);
+    let _serial = serial.lock().await;
     let local = repl.local_head(shared, ctx)?;
     let remote = remote_state(repl, from, ctx).await?;
     if (local.size, local.root) == (remote.size, remote.root) {
