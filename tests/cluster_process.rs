@@ -346,11 +346,60 @@ async fn partition_heals_and_quarantines_the_diverged_tail() {
     }
     // And `status` lists it (the human view, from the CLI).
     let q_node = quarantine[0].0;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge-ledger"))
+    let out = std::process::Command::new(common::process::server_binary())
         .args(["status", "--server", cluster.url(q_node), "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["quarantined_entries"].as_u64().unwrap() > 0, "{json}");
+}
+
+/// A node that has not reached any peer (just restarted, or cut off) owns every context
+/// it sees; under acks=all it must refuse, not acknowledge an entry no replica holds. The
+/// chaos run found such entries acknowledged by a freshly restarted node and quarantined
+/// once it joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_on_a_node_without_live_peers_refuses_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster_port, nobody) = (common::process::free_port(), common::process::free_port());
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "info,ractor_cluster=warn",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--node-name",
+        "lonely",
+        "--cluster-listen",
+        &format!("127.0.0.1:{cluster_port}"),
+        "--peer",
+        &format!("127.0.0.1:{nobody}"),
+        "--cluster-secret",
+        common::cluster::SECRET,
+        "--replication-acks",
+        "all",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let node = tokio::task::spawn_blocking(move || common::process::spawn_args(args, None))
+        .await
+        .unwrap();
+    let c = converge_ledger::client::wait_ready(&node.url, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let e = c
+        .append(req("alone", "k1", "v"))
+        .await
+        .expect_err("no replica can acknowledge");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("nothing was written"), "{e:?}");
+    let latest = match c.get_after("alone", 0, 0).await {
+        Ok(r) => r.latest_sequence,
+        Err(s) if s.code() == tonic::Code::NotFound => 0,
+        Err(s) => panic!("{s:?}"),
+    };
+    assert_eq!(latest, 0, "nothing committed");
 }

@@ -48,10 +48,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The binary to run: `CONVERGE_LEDGER_BIN` when set (e.g. a release build, or when
+/// several worktrees share one CARGO_TARGET_DIR and overwrite each other's
+/// `target/debug/converge-ledger`), else the one cargo built for this test.
+pub fn server_binary() -> String {
+    std::env::var("CONVERGE_LEDGER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_converge-ledger").to_string())
+}
+
 /// Starts `converge-ledger serve ARGS` (ARGS must include --listen) and waits for its
 /// ready line.
 pub fn spawn_args(args: Vec<String>, cwd: Option<PathBuf>) -> ServerProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge-ledger"));
+    let mut cmd = Command::new(server_binary());
     cmd.arg("serve").args(&args);
     if let Some(cwd) = &cwd {
         cmd.current_dir(cwd);
