@@ -31,9 +31,9 @@ impl Cluster {
         let mut proxies = HashMap::new();
         if proxied {
             for from in 0..n {
-                for to in 0..n {
+                for (to, port) in ports.iter().enumerate() {
                     if from != to {
-                        let target = format!("127.0.0.1:{}", ports[to]).parse().unwrap();
+                        let target = format!("127.0.0.1:{port}").parse().unwrap();
                         proxies.insert((from, to), Proxy::start(target).await);
                     }
                 }
