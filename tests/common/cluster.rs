@@ -44,7 +44,7 @@ impl Cluster {
         for i in 0..n {
             let mut args: Vec<String> = vec![
                 "--listen".into(),
-                "127.0.0.1:0".into(),
+                format!("127.0.0.1:{}", free_port()),
                 "--log".into(),
                 "info,ractor_cluster=warn".into(),
                 "--data-dir".into(),
@@ -280,6 +280,7 @@ pub async fn append_retrying(
 ) -> proto::Entry {
     let start = Instant::now();
     let mut n = first;
+    let mut last = String::new();
     loop {
         let attempt = async {
             let c = LedgerClient::connect(&cluster_urls[n])
@@ -289,13 +290,13 @@ pub async fn append_retrying(
         };
         match tokio::time::timeout(Duration::from_secs(15), attempt).await {
             Ok(Ok(a)) => return a.entry.expect("an entry"),
-            Ok(Err(s)) if retryable(&s) => {}
+            Ok(Err(s)) if retryable(&s) => last = format!("{s:?}"),
             Ok(Err(s)) => panic!("append {} failed: {s:?}", r.idempotency_key),
-            Err(_) => {}
+            Err(_) => last = "no answer within 15 s".into(),
         }
         assert!(
             start.elapsed() < within,
-            "append {} not acknowledged within {within:?}",
+            "append {} not acknowledged within {within:?}; last error: {last}",
             r.idempotency_key
         );
         n = (n + 1) % cluster_urls.len();

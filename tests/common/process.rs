@@ -38,14 +38,28 @@ pub fn spawn_server(data_dir: Option<&Path>, extra: &[&str], cwd: Option<&Path>)
     spawn_args(args, cwd.map(Path::to_path_buf))
 }
 
-/// A free 127.0.0.1 port: bound to 0 and released (a race with other processes is
-/// possible but unlikely on a test machine).
+/// A free 127.0.0.1 port for a server that must keep it across restarts: picked at random
+/// below the kernel's ephemeral range (32768+ on Linux), so neither `bind(0)` in parallel
+/// tests nor outgoing connections can take it while its server is down, and checked free
+/// by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SALT: AtomicU64 = AtomicU64::new(0);
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .as_nanos() as u64
+        ^ ((std::process::id() as u64) << 32)
+        ^ SALT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The binary to run: `CONVERGE_LEDGER_BIN` when set (e.g. a release build, or when
