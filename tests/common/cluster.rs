@@ -280,7 +280,7 @@ pub async fn append_retrying(
 ) -> proto::Entry {
     let start = Instant::now();
     let mut n = first;
-    let mut last = String::new();
+    let mut last: String;
     loop {
         let attempt = async {
             let c = LedgerClient::connect(&cluster_urls[n])
