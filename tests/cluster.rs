@@ -235,11 +235,22 @@ async fn a_node_with_the_wrong_secret_never_joins() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_members(&a, &["za", "zb"]).await;
     wait_members(&x, &["zx"]).await;
-    // X serves alone: what it stores never reaches the cluster.
-    append(&x.client, "solo", "only-on-x").await;
+    // X is alone: under acks=all it refuses appends (no replica could confirm them), and
+    // nothing it has reaches the cluster or comes from it.
+    let refused = x
+        .client
+        .append(common::append_req("solo", "k", "only-on-x"))
+        .await
+        .expect_err("a lone node under acks=all refuses");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains("needs 1 live replica"),
+        "{}",
+        refused.message()
+    );
     append(&a.client, "shared", "on-a").await;
     converge(&[&a, &b], "shared", 1).await;
-    assert_eq!(head(&a.client, "solo").await.0, 0);
+    assert_eq!(head(&x.client, "solo").await.0, 0);
     assert_eq!(head(&x.client, "shared").await.0, 0);
     shutdown(vec![a, b, x]).await;
 }

@@ -73,6 +73,7 @@ pub fn recomputed_hash(ctx: &str, e: &proto::Entry) -> Hash {
 }
 
 pub mod cluster;
+pub mod cluster_procs;
 pub mod process;
 pub mod proxy;
 

@@ -119,6 +119,7 @@ pub(super) async fn append_as_owner(
     ctx: &Arc<str>,
     input: AppendInput,
 ) -> LedgerResult<AppendOutcome> {
+    repl.check_replicas_live(ctx)?;
     let epoch = claim(repl, shared, ctx).await?;
     let outcome = route(shared, ctx, |reply| {
         ContextMsg::AppendAt(input.clone(), epoch, reply)

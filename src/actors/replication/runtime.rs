@@ -367,6 +367,27 @@ impl Replication {
     }
 
     /// Waits until `--replication-acks` replicas hold `ctx` through `sequence`.
+    /// Refuses an append before anything is claimed or committed when too few replicas are
+    /// live for the acks setting: N needs N, `all` needs at least one. Without this, a node
+    /// that has just (re)started and not yet reached its peers owns every context alone,
+    /// acknowledges under `all` with no replica, and the entry is quarantined once it
+    /// joins (found by the chaos run of issue 5).
+    pub(super) fn check_replicas_live(&self, ctx: &str) -> LedgerResult<()> {
+        let need = match self.acks {
+            ReplicationAcks::Count(n) => n,
+            ReplicationAcks::All => 1,
+        };
+        let live = self.peers().len();
+        if live < need {
+            return Err(LedgerError::Unavailable(format!(
+                "--replication-acks {} needs {need} live replica(s) of {ctx:?} and this node \
+                 sees {live}; nothing was written; retry",
+                self.acks
+            )));
+        }
+        Ok(())
+    }
+
     pub(super) async fn wait_acks(&self, ctx: &str, sequence: u64) -> LedgerResult<()> {
         let want = match self.acks {
             ReplicationAcks::Count(0) => return Ok(()),
