@@ -222,12 +222,8 @@ impl Actor for LedgerSupervisor {
         evt: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "killed".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, reason)) = super::stopped_child(evt) else {
+            return Ok(());
         };
         if state.stopping || state.shared.is_shutting_down() {
             return Ok(());

@@ -17,6 +17,7 @@
 //! Actors own state and I/O and stay thin: the decisions (hashes, trees, clocks,
 //! validation) are calls into the pure modules.
 
+mod child_exit;
 pub mod cluster;
 pub mod context;
 pub mod grpc;
@@ -27,6 +28,7 @@ mod shared;
 pub mod storage;
 pub mod watch;
 
+pub use child_exit::stopped_child;
 pub use ledger_supervisor::{
     ClusterArgs, LedgerSupervisor, LedgerSupervisorArgs, LedgerSupervisorMsg,
 };

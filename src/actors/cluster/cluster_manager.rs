@@ -258,12 +258,8 @@ impl Actor for ClusterManager {
     ) -> Result<(), ActorProcessingErr> {
         // The NodeServer or the endpoint stopped: stop the rest and ourselves, so that
         // LedgerSupervisor restarts the whole cluster branch on a free port.
-        let (cell, why) = match evt {
-            SupervisionEvent::ActorFailed(cell, e) => (cell, e.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "killed".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why)) = crate::actors::stopped_child(evt) else {
+            return Ok(());
         };
         let reason = format!(
             "cluster child {} stopped: {why}",

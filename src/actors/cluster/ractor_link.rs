@@ -162,6 +162,33 @@ struct LinkState {
     self_addrs: HashSet<String>,
 }
 
+impl LinkState {
+    /// The entry of peer `name` (created Down at `now` if new). A configured peer listed
+    /// under its `address` until its name was known is folded into it, unless that entry is
+    /// up.
+    fn known_by_name(
+        &mut self,
+        name: &str,
+        address: Option<String>,
+        now: SystemTime,
+    ) -> &mut Known {
+        if let Some(addr) = &address {
+            if self
+                .known
+                .get(addr)
+                .is_some_and(|k| k.status != MemberStatus::Up)
+            {
+                self.known.remove(addr);
+            }
+        }
+        self.known.entry(name.to_string()).or_insert(Known {
+            address,
+            status: MemberStatus::Down,
+            since: now,
+        })
+    }
+}
+
 /// The ractor_cluster implementation of [`ClusterLink`].
 pub struct RactorLink {
     node_name: String,
@@ -260,22 +287,8 @@ impl RactorLink {
             .routes
             .insert(name.to_string(), Route { session, endpoint });
         let new_session = was.as_ref().is_some_and(|r| r.session != session);
-        if let Some(addr) = &address {
-            // The configured entry keyed by address is now known by name.
-            if state
-                .known
-                .get(addr)
-                .is_some_and(|k| k.status != MemberStatus::Up)
-            {
-                state.known.remove(addr);
-            }
-        }
         let now = SystemTime::now();
-        let entry = state.known.entry(name.to_string()).or_insert(Known {
-            address: address.clone(),
-            status: MemberStatus::Down,
-            since: now,
-        });
+        let entry = state.known_by_name(name, address.clone(), now);
         if address.is_some() {
             entry.address = address;
         }
@@ -396,21 +409,7 @@ impl RactorLink {
     /// Records a peer seen on the network (even if never up), for `member_states`.
     pub(crate) fn note_seen(&self, name: &str, address: Option<String>) {
         let mut state = self.lock();
-        if let Some(addr) = &address {
-            if state
-                .known
-                .get(addr)
-                .is_some_and(|k| k.status != MemberStatus::Up)
-            {
-                state.known.remove(addr);
-            }
-        }
-        let now = SystemTime::now();
-        let entry = state.known.entry(name.to_string()).or_insert(Known {
-            address: address.clone(),
-            status: MemberStatus::Down,
-            since: now,
-        });
+        let entry = state.known_by_name(name, address.clone(), SystemTime::now());
         if entry.address.is_none() {
             entry.address = address;
         }

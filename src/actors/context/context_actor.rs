@@ -122,7 +122,7 @@ impl ractor::Message for ContextMsg {}
 
 pub struct ContextActor;
 
-/// How soon a Load that found appends in flight looks again.
+/// How soon a Load or a Quarantine that found writes in flight looks again.
 const LOAD_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub struct ContextState {
@@ -494,6 +494,16 @@ fn check_idempotency(state: &ContextState, input: &AppendInput) -> LedgerResult<
     }
 }
 
+/// Sends `msg` back to this actor after `LOAD_RETRY_DELAY`: for requests that need a
+/// settled head while writes are still in flight.
+fn recast_later(myself: &ActorRef<ContextMsg>, msg: ContextMsg) {
+    let me = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(LOAD_RETRY_DELAY).await;
+        let _ = me.cast(msg);
+    });
+}
+
 /// Restores a verified snapshot: all of it into an empty context, or only the missing
 /// suffix when the stored history is a prefix of it. Nothing is written on any refusal.
 async fn load(
@@ -504,11 +514,7 @@ async fn load(
 ) {
     if state.ops_in_flight.load(Ordering::Acquire) > 0 {
         // The prefix check needs a settled head: come back once in-flight writes report.
-        let me = myself.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(LOAD_RETRY_DELAY).await;
-            let _ = me.cast(ContextMsg::Load(input, reply));
-        });
+        recast_later(myself, ContextMsg::Load(input, reply));
         return;
     }
     let stored = state.sequence;
@@ -834,11 +840,7 @@ async fn quarantine(
     reply: RpcReplyPort<LedgerResult<u64>>,
 ) {
     if state.ops_in_flight.load(Ordering::Acquire) > 0 {
-        let me = myself.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(LOAD_RETRY_DELAY).await;
-            let _ = me.cast(ContextMsg::Quarantine { keep, reply });
-        });
+        recast_later(myself, ContextMsg::Quarantine { keep, reply });
         return;
     }
     if keep >= state.sequence {
