@@ -347,7 +347,7 @@ async fn the_cluster_manager_restarts_and_the_link_survives() {
     // again.
     let both = set(&["t6a", "t6b"]);
     let ok = tokio::time::timeout(
-        WAIT,
+        WAIT * 3,
         rx_b.wait_for(|m| m.version >= v0 + 2 && m.live == both),
     )
     .await;
