@@ -213,6 +213,56 @@ async fn when_the_owner_leaves_a_new_owner_takes_over() {
     shutdown(nodes).await;
 }
 
+/// The kill -9 failover bug of issue 5: an append the old owner committed and shipped,
+/// retried with its idempotency key as the first request the new owner sees, is a
+/// duplicate whose entry every replica already holds. Under acks=all the new owner must
+/// count those replicas (its claim saw their heads) instead of waiting for a shipment
+/// that never comes and answering "fewer than 1 replicas confirmed it" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_acks_all_a_retry_first_seen_by_the_new_owner_is_acknowledged() {
+    let (net, mut nodes) = cluster(ReplicationAcks::All).await;
+    let ctx = owned_by("a", &["a", "b", "c"], "retry-after-failover");
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push(append(&nodes[1].client, &ctx, &format!("before-{i}")).await);
+    }
+    let a = nodes.remove(0);
+    net.leave("a");
+    a.ledger.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let retry = loop {
+        let r = nodes[0]
+            .client
+            .append(proto::AppendRequest {
+                context_id: ctx.clone(),
+                key: "k".into(),
+                payload: b"before-4".to_vec().into(),
+                idempotency_key: "before-4".into(),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(r) => break r,
+            Err(s) if s.message().contains("confirmed") => {
+                panic!("the retry waited for acks no replica would send: {s:?}")
+            }
+            // The survivors are still settling the new membership or the claim.
+            Err(s)
+                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(s) => panic!("retry failed: {s:?}"),
+        }
+    };
+    assert!(
+        retry.duplicate,
+        "the retry is answered from the idempotency index"
+    );
+    assert_eq!(retry.entry.map(|e| e.sequence), Some(acked[4].sequence));
+    shutdown(nodes).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_acks_all_an_acknowledged_entry_is_on_every_live_node() {
     let (_net, nodes) = cluster(ReplicationAcks::All).await;

@@ -72,7 +72,18 @@ pub fn server_binary() -> String {
 
 /// Starts `converge-ledger serve ARGS` (ARGS must include --listen) and waits for its
 /// ready line.
-pub fn spawn_args(args: Vec<String>, cwd: Option<PathBuf>) -> ServerProcess {
+///
+/// For debugging a failing multi-process test: `LEDGER_TEST_LOG=FILTER` replaces the
+/// `--log` filter of every child, and `LEDGER_TEST_LOG_DIR=DIR` writes each child's whole
+/// stderr to `DIR/<port>-<pid>.log` (the kept tail is only the last lines).
+pub fn spawn_args(mut args: Vec<String>, cwd: Option<PathBuf>) -> ServerProcess {
+    let kept_args = args.clone();
+    if let Ok(filter) = std::env::var("LEDGER_TEST_LOG") {
+        match args.iter().position(|a| a == "--log") {
+            Some(i) if i + 1 < args.len() => args[i + 1] = filter,
+            _ => args.extend(["--log".to_string(), filter]),
+        }
+    }
     let mut cmd = Command::new(server_binary());
     cmd.arg("serve").args(&args);
     if let Some(cwd) = &cwd {
@@ -90,6 +101,16 @@ pub fn spawn_args(args: Vec<String>, cwd: Option<PathBuf>) -> ServerProcess {
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn converge-ledger");
     let stderr = child.stderr.take().unwrap();
+    let mut log_file = std::env::var_os("LEDGER_TEST_LOG_DIR").and_then(|dir| {
+        let port = args
+            .iter()
+            .position(|a| a == "--listen")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|l| l.rsplit(':').next())
+            .unwrap_or("0")
+            .to_string();
+        std::fs::File::create(Path::new(&dir).join(format!("{port}-{}.log", child.id()))).ok()
+    });
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     {
@@ -97,6 +118,10 @@ pub fn spawn_args(args: Vec<String>, cwd: Option<PathBuf>) -> ServerProcess {
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log_file.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if !sent && line.contains("converge-ledger ready") {
                     if let Some(addr) = line
                         .split("listen=")
@@ -145,7 +170,7 @@ pub fn spawn_args(args: Vec<String>, cwd: Option<PathBuf>) -> ServerProcess {
         url: format!("http://{addr}"),
         addr,
         tail,
-        args,
+        args: kept_args,
         cwd,
         running: true,
     }

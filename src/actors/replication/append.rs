@@ -125,7 +125,7 @@ pub(super) async fn append_as_owner(
         ContextMsg::AppendAt(input.clone(), epoch, reply)
     })
     .await?;
-    repl.wait_acks(ctx, outcome.entry.sequence).await?;
+    repl.wait_acks(shared, ctx, outcome.entry.sequence).await?;
     Ok(outcome)
 }
 

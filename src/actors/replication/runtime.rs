@@ -253,23 +253,37 @@ impl Replication {
         }
     }
 
-    /// Owner side, after a claim that found replicas differing (or silent): track them
-    /// against the head it holds, so lag repair nudges the ones that stay behind even if no
-    /// append follows.
-    pub(super) fn track(&self, head: &Head) {
+    /// Owner side, after a claim: track the replicas against the head it holds, counting
+    /// `holders` (peers that answered with this very head) as holding it. Lag repair then
+    /// nudges the ones that stay behind even if no append follows, and an acknowledgement
+    /// waiting on an entry the replicas already held before the claim (an idempotent retry
+    /// of an append the previous owner committed) is counted at once.
+    pub(super) fn track(&self, head: &Head, holders: &[String]) {
         let ctx: Arc<str> = Arc::from(head.context.as_str());
+        let now = Instant::now();
         let mut progress = lock(&self.progress);
         let p = progress.entry(ctx).or_insert_with(|| Progress {
             latest: head.size,
             root: head.root,
             epoch: head.epoch,
-            changed: Instant::now(),
+            changed: now,
             applied: HashMap::new(),
         });
-        p.latest = head.size;
-        p.root = head.root;
-        p.epoch = head.epoch;
-        p.changed = Instant::now();
+        if head.size >= p.latest {
+            p.latest = head.size;
+            p.root = head.root;
+            p.epoch = head.epoch;
+        }
+        p.changed = now;
+        for node in holders {
+            let slot = p.applied.entry(node.clone()).or_insert((0, now));
+            if head.size > slot.0 {
+                *slot = (head.size, now);
+            }
+        }
+        drop(progress);
+        self.progress_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Drops claims of older membership versions (called on every membership change).
@@ -366,7 +380,6 @@ impl Replication {
         })
     }
 
-    /// Waits until `--replication-acks` replicas hold `ctx` through `sequence`.
     /// Refuses an append before anything is claimed or committed when too few replicas are
     /// live for the acks setting: N needs N, `all` needs at least one. Without this, a node
     /// that has just (re)started and not yet reached its peers owns every context alone,
@@ -388,7 +401,18 @@ impl Replication {
         Ok(())
     }
 
-    pub(super) async fn wait_acks(&self, ctx: &str, sequence: u64) -> LedgerResult<()> {
+    /// Owner side: waits until `--replication-acks` replicas hold `ctx` through `sequence`.
+    /// When no replica is known to hold it — the progress was pruned, or the entry was
+    /// committed before this node's claim (a duplicate answered from the idempotency
+    /// index) — the replicas are tracked and sent this node's head, which they answer
+    /// with an applied report (or a catch-up), instead of waiting for a shipment that
+    /// will never come.
+    pub(super) async fn wait_acks(
+        &self,
+        shared: &Shared,
+        ctx: &str,
+        sequence: u64,
+    ) -> LedgerResult<()> {
         let want = match self.acks {
             ReplicationAcks::Count(0) => return Ok(()),
             ReplicationAcks::Count(n) => Some(n),
@@ -396,6 +420,7 @@ impl Replication {
         };
         let deadline = Instant::now() + super::append::ACK_TIMEOUT;
         let mut changed = self.progress_changed.subscribe();
+        let mut asked = false;
         loop {
             let live = self.peers();
             let need = want.unwrap_or(live.len());
@@ -412,6 +437,10 @@ impl Replication {
             if self.replicas_holding(ctx, sequence, &live) >= need {
                 return Ok(());
             }
+            if !asked {
+                asked = true;
+                self.ask_replicas(shared, ctx, sequence, &live);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(LedgerError::Unavailable(format!(
@@ -424,6 +453,33 @@ impl Replication {
             // Membership changes are noticed by the short poll.
             let _ =
                 tokio::time::timeout(left.min(Duration::from_millis(50)), changed.changed()).await;
+        }
+    }
+
+    /// If the owner's progress for `ctx` does not cover `sequence` (none, or pruned and
+    /// re-created below it), tracks the local head and sends it to the live replicas, which
+    /// answer with what they hold.
+    fn ask_replicas(&self, shared: &Shared, ctx: &str, sequence: u64, live: &[String]) {
+        {
+            let progress = lock(&self.progress);
+            if progress.get(ctx).is_some_and(|p| p.latest >= sequence) {
+                // Shipped by this owner after it tracked the context: the replicas
+                // report it as they apply it (lag repair nudges the slow ones).
+                return;
+            }
+        }
+        let head = match self.local_head(shared, ctx) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(context = %ctx, error = %e, "cannot read the local head to ask replicas");
+                return;
+            }
+        };
+        self.track(&head, &[]);
+        tracing::debug!(context = %ctx, sequence, replicas = ?live,
+            "waiting for acks of an entry no replica is known to hold; sending them the head");
+        for n in live {
+            let _ = self.send(n, Msg::Head(head.clone()));
         }
     }
 

@@ -138,14 +138,12 @@ pub(super) async fn claim(
     // What this node now holds, with the epoch persisted with it: the claimed epoch is
     // asserted by the first append under it, not before.
     let head = repl.local_head(shared, ctx)?;
-    let answered = claims.len() - 1;
-    if answered < peers.len()
-        || claims
-            .iter()
-            .any(|c| c.node != repl.node && (c.size, c.root) != (head.size, head.root))
-    {
-        repl.track(&head);
-    }
+    let holders: Vec<String> = claims
+        .iter()
+        .filter(|c| c.node != repl.node && (c.size, c.root) == (head.size, head.root))
+        .map(|c| c.node.clone())
+        .collect();
+    repl.track(&head, &holders);
     for p in &peers {
         let _ = repl.send(p, Msg::Head(head.clone()));
     }
