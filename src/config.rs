@@ -121,6 +121,12 @@ pub struct ServeArgs {
     /// when nodes come, go or are refused.
     #[arg(long, env = "LEDGER_LOG", default_value = "info,ractor_cluster=error")]
     pub log: String,
+
+    /// Testing only: on SIGUSR1, kill one actor of the supervision tree (rotating through
+    /// every kind; each kill logged at warn), so chaos tests exercise restarts in a real
+    /// process. Hidden from --help; see docs/CLUSTER.md, "Chaos run".
+    #[arg(long, env = "LEDGER_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
 }
 
 /// `--replication-acks`: how many replicas must have committed an append before it is

@@ -114,6 +114,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         checkpoint_key = %checkpoint_key,
         "converge-ledger ready"
     );
+    if args.fault_injection {
+        spawn_fault_injection(ledger.shared().clone());
+    }
     let crashed = tokio::select! {
         _ = wait_for_signal() => false,
         _ = ledger.stopped() => true,
@@ -125,6 +128,35 @@ async fn serve(args: ServeArgs) -> ExitCode {
     ledger.shutdown().await;
     tracing::info!("stopped cleanly");
     ExitCode::SUCCESS
+}
+
+/// `--fault-injection`: every SIGUSR1 kills one actor (see `actors::fault_injection`).
+#[cfg(unix)]
+fn spawn_fault_injection(shared: std::sync::Arc<converge_ledger::actors::Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "--fault-injection: cannot listen for SIGUSR1");
+            return;
+        }
+    };
+    tracing::warn!("FAULT INJECTION ON: every SIGUSR1 kills one actor (testing only)");
+    tokio::spawn(async move {
+        let mut injector = converge_ledger::actors::fault_injection::FaultInjector::new(u64::from(
+            std::process::id(),
+        ));
+        while usr1.recv().await.is_some() {
+            if injector.kill_next(&shared).is_none() {
+                tracing::warn!("fault injection: no actor to kill (the tree is restarting)");
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_fault_injection(_shared: std::sync::Arc<converge_ledger::actors::Shared>) {
+    tracing::error!("--fault-injection needs SIGUSR1 (unix only); ignored");
 }
 
 fn main() -> ExitCode {

@@ -7,7 +7,11 @@
 //! Three real `serve` processes with `--replication-acks all`; writers append to many
 //! contexts with idempotency keys through random nodes; watchers follow random contexts on
 //! random nodes (resuming from their last sequence on another node when theirs dies);
-//! nodes are `kill -9`ed and restarted at random, one at a time. At the end: every node
+//! nodes are `kill -9`ed and restarted at random, one at a time, and in between single
+//! actors are killed (SIGUSR1 to a node started with `--fault-injection`: a ContextActor,
+//! the StorageWriter, the WatchRegistry, the Replicator, the ClusterManager, the
+//! ContextSupervisor, the StorageSupervisor or the GrpcServerSupervisor, in rotation),
+//! which their supervisors restart. At the end: every node
 //! holds the same contiguous history and root of every context, every acknowledged entry is
 //! in it, and every watcher saw a gap-free, duplicate-free sequence.
 
@@ -17,7 +21,7 @@ use common::cluster_procs::{append_retrying, hash, same_history, Cluster};
 use common::*;
 use converge_ledger::client::LedgerClient;
 use converge_ledger::proto;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,6 +116,63 @@ async fn watcher(
     }
 }
 
+/// Until `until`: every 0.8–2.3 s, SIGUSR1 a random running node (not `down`), which kills
+/// one of its actors (rotating through every kind; see `actors::fault_injection`), and tally
+/// the actor each kill hit from the node's log. A node that exited on its own (its
+/// supervision tree gave up) fails the run.
+async fn kill_actors(
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+    until: Instant,
+    down: Option<usize>,
+    tally: &mut BTreeMap<String, u64>,
+) {
+    loop {
+        for i in 0..cluster.len() {
+            if let Some(status) = cluster.nodes[i].exited() {
+                panic!(
+                    "node {} exited on its own ({status}); its log:\n{}",
+                    cluster.names[i],
+                    cluster.nodes[i].last_lines(60)
+                );
+            }
+        }
+        let pause = Duration::from_millis(800 + rng.below(1500));
+        if Instant::now() + pause >= until {
+            tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        let node = rng.below(cluster.len() as u64) as usize;
+        if Some(node) == down {
+            continue;
+        }
+        let marker = "fault injection: killing an actor";
+        let before = cluster.nodes[node].log_lines(marker).len();
+        cluster.nodes[node].sigusr1();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let lines = cluster.nodes[node].log_lines(marker);
+        let kind = match lines.last() {
+            Some(l) if lines.len() > before || before == 0 => l
+                .split("actor=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.split('/').nth(1))
+                .map(|n| {
+                    if n.starts_with("ctx:") {
+                        "context actor"
+                    } else {
+                        n
+                    }
+                })
+                .unwrap_or("?")
+                .to_string(),
+            _ => "(not seen in the log tail)".to_string(),
+        };
+        *tally.entry(kind).or_default() += 1;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a long chaos run; see the module docs"]
 async fn chaos() {
@@ -130,7 +191,7 @@ async fn chaos() {
         });
     eprintln!("chaos: {secs} s, seed {seed}");
     let mut rng = Rng(seed | 1);
-    let mut cluster = Cluster::start(3, "all", false).await;
+    let mut cluster = Cluster::start_with(3, "all", false, &["--fault-injection"]).await;
     let urls: Vec<String> = (0..3).map(|i| cluster.url(i).to_string()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Acked = Arc::default();
@@ -185,14 +246,24 @@ async fn chaos() {
 
     let start = Instant::now();
     let mut kills = 0u64;
+    let mut actor_kills: BTreeMap<String, u64> = BTreeMap::new();
     let mut max_rejoin = Duration::ZERO;
     while start.elapsed() < Duration::from_secs(secs) {
-        tokio::time::sleep(Duration::from_millis(1500 + rng.below(3000))).await;
+        let until = Instant::now() + Duration::from_millis(1500 + rng.below(3000));
+        kill_actors(&mut cluster, &mut rng, until, None, &mut actor_kills).await;
         let victim = rng.below(3) as usize;
         let before = count.load(Ordering::Relaxed);
         cluster.kill9(victim);
         kills += 1;
-        tokio::time::sleep(Duration::from_millis(500 + rng.below(2500))).await;
+        let until = Instant::now() + Duration::from_millis(500 + rng.below(2500));
+        kill_actors(
+            &mut cluster,
+            &mut rng,
+            until,
+            Some(victim),
+            &mut actor_kills,
+        )
+        .await;
         let during = count.load(Ordering::Relaxed) - before;
         let t = Instant::now();
         cluster.restart(victim);
@@ -315,6 +386,10 @@ async fn chaos() {
         finals.values().map(|h| h.len()).sum::<usize>()
     );
     eprintln!("kill -9 + restart: {kills}; max rejoin (restart -> all members up): {max_rejoin:?}");
+    eprintln!(
+        "actors killed (SIGUSR1, --fault-injection): {} in all: {actor_kills:?}",
+        actor_kills.values().sum::<u64>()
+    );
     eprintln!(
         "final convergence: max per context {max_converge:?}, all {CONTEXTS} contexts {converge_all:?}"
     );

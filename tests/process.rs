@@ -119,3 +119,75 @@ fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("cannot open"), "{text}");
 }
+
+/// `--fault-injection`: each SIGUSR1 kills the next actor in the rotation (on a single node:
+/// a ContextActor, the StorageWriter, the WatchRegistry, the GrpcServerSupervisor, the
+/// ContextSupervisor, the StorageSupervisor); the supervisors restart them, the process keeps
+/// serving, and every acknowledged entry is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_kills_every_kind_of_actor_and_the_server_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_server(Some(dir.path()), &["--fault-injection"], None);
+    let marker = "fault injection: killing an actor";
+    let mut acked = 0u64;
+    for round in 0..9 {
+        let c = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Appends retry UNAVAILABLE: the killed actor may be on the path for a moment.
+        for i in 0..5 {
+            let mut req = append_req("fi", "k", &format!("{round}-{i}"));
+            req.idempotency_key = format!("{round}-{i}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.append(req.clone()).await {
+                    Ok(r) => {
+                        assert_eq!(r.entry.unwrap().sequence, acked + 1);
+                        acked += 1;
+                        break;
+                    }
+                    Err(s)
+                        if s.code() == Code::Unavailable
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(s) => panic!("append during fault injection: {s:?}"),
+                }
+            }
+        }
+        let before = server.log_lines(marker).len();
+        server.sigusr1();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.log_lines(marker).len() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIGUSR1 killed nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let killed: std::collections::BTreeSet<String> = server
+        .log_lines(marker)
+        .iter()
+        .filter_map(|l| l.split("actor=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .filter_map(|n| n.split('/').nth(1))
+        .map(|n| if n.starts_with("ctx:") { "ctx" } else { n }.to_string())
+        .collect();
+    for kind in [
+        "ctx",
+        "storage_writer",
+        "watch_registry",
+        "grpc_server",
+        "context_supervisor",
+        "storage_supervisor",
+    ] {
+        assert!(killed.contains(kind), "{kind} never killed: {killed:?}");
+    }
+    let c = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let r = c.get_after("fi", 0, 0).await.unwrap();
+    assert_eq!(r.latest_sequence, acked);
+}

@@ -20,6 +20,7 @@
 mod child_exit;
 pub mod cluster;
 pub mod context;
+pub mod fault_injection;
 pub mod grpc;
 mod ledger_supervisor;
 pub mod replication;

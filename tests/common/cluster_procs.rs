@@ -24,6 +24,11 @@ impl Cluster {
     /// Starts `n` nodes named a, b, c, ... with `--replication-acks acks`, each peering
     /// with every other (through a proxy per direction when `proxied`).
     pub async fn start(n: usize, acks: &str, proxied: bool) -> Cluster {
+        Cluster::start_with(n, acks, proxied, &[]).await
+    }
+
+    /// `start` with extra `serve` arguments for every node.
+    pub async fn start_with(n: usize, acks: &str, proxied: bool, extra: &[&str]) -> Cluster {
         let names: Vec<String> = (0..n)
             .map(|i| ((b'a' + i as u8) as char).to_string())
             .collect();
@@ -58,6 +63,7 @@ impl Cluster {
                 "--replication-acks".into(),
                 acks.into(),
             ];
+            args.extend(extra.iter().map(|a| a.to_string()));
             for (j, port) in ports.iter().enumerate() {
                 if j == i {
                     continue;

@@ -197,6 +197,22 @@ impl ServerProcess {
         self.running
     }
 
+    /// Sends SIGUSR1 (a server started with `--fault-injection` kills one actor).
+    pub fn sigusr1(&self) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc_kill(self.child.id() as i32, 10);
+        }
+    }
+
+    /// The exit status if the process ended on its own (it was not killed by the test).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        if !self.running {
+            return None;
+        }
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Starts the server again (killing it first if it runs) with the same arguments, on
     /// the same gRPC address, so clients keep their URL.
     pub fn restart(&mut self) {
