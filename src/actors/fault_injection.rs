@@ -87,7 +87,7 @@ impl FaultInjector {
 }
 
 fn kill_named(name: &str) -> Option<String> {
-    let cell = ractor::registry::where_is(name.to_string())?;
+    let cell = ractor::registry::where_is(name)?;
     tracing::warn!(actor = %name, "fault injection: killing an actor (its supervisor restarts it)");
     cell.kill();
     Some(name.to_string())
