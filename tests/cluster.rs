@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "cluster-test-secret";
 
+/// Distinct in this test process (two `bind(0)`s in a row can return the same port).
 fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    common::process::free_addr()
 }
 
 fn config(

@@ -40,11 +40,12 @@ pub fn spawn_server(data_dir: Option<&Path>, extra: &[&str], cwd: Option<&Path>)
 
 /// A free 127.0.0.1 port for a server that must keep it across restarts: picked at random
 /// below the kernel's ephemeral range (32768+ on Linux), so neither `bind(0)` in parallel
-/// tests nor outgoing connections can take it while its server is down, and checked free
-/// by binding it.
+/// tests nor outgoing connections can take it while its server is down, checked free by
+/// binding it, and never handed out twice in one test process.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SALT: AtomicU64 = AtomicU64::new(0);
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -56,10 +57,17 @@ pub fn free_port() -> u16 {
         x ^= x >> 7;
         x ^= x << 17;
         let port = 20_000 + (x % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
+}
+
+/// `free_port` as a 127.0.0.1 address.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// The binary to run: `CONVERGE_LEDGER_BIN` when set (e.g. a release build, or when
