@@ -11,7 +11,7 @@ use crate::error::{LedgerError, LedgerResult};
 use crate::replication::wire::{AppendReq, Appended, Request, Response};
 use crate::storage::DurabilityMode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long an owner waits for replicas under `--replication-acks N|all`.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,19 +96,44 @@ pub async fn append(
     })
 }
 
-/// Waits (briefly) until this node's replica holds `sequence`.
+/// Waits (briefly) until this node's replica holds `sequence`: woken by the context's
+/// live events (the replica's apply publishes each entry it commits), so the forwarded
+/// answer leaves as soon as the entry is readable here, without polling storage.
 async fn wait_local(shared: &Shared, ctx: &str, sequence: u64) {
-    let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
-    while Instant::now() < deadline {
-        let have = shared
+    use tokio::sync::broadcast::error::RecvError;
+    let deadline = tokio::time::Instant::now() + READ_YOUR_WRITE_WAIT;
+    // Subscribe first, then read: an entry committed in between is seen either way.
+    let mut live = shared.watch_hub.load().subscribe(ctx);
+    let held = || {
+        shared
             .store
             .reader()
             .and_then(|r| r.latest_sequence(ctx))
-            .unwrap_or(0);
-        if have >= sequence {
-            return;
+            .unwrap_or(0)
+            >= sequence
+    };
+    if held() {
+        return;
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(ev)) if ev.entry.sequence >= sequence => return,
+            Ok(Ok(_)) => {}
+            // Missed events: storage says whether ours is among them.
+            Ok(Err(RecvError::Lagged(_))) => {
+                if held() {
+                    return;
+                }
+            }
+            // The hub was replaced (the WatchRegistry restarted): poll what is left.
+            Ok(Err(RecvError::Closed)) => {
+                while tokio::time::Instant::now() < deadline && !held() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                return;
+            }
+            Err(_) => return,
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
