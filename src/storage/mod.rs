@@ -2,8 +2,11 @@
 //! read transactions); `writer` is the single group-commit writer.
 
 mod codec;
+mod pipeline;
 mod schema;
 mod store;
+pub mod wal;
+pub mod wal_record;
 pub mod writer;
 
 pub use codec::{
