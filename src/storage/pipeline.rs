@@ -458,3 +458,79 @@ impl<I: Iterator> Iterator for ExactLen<I> {
 }
 
 impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::wal::recover;
+    use crate::storage::wal::tests::Heads;
+    use crate::storage::wal_record::{decode_payload, scan};
+    use std::sync::Mutex;
+
+    type Results = Arc<Mutex<Vec<(usize, bool)>>>;
+
+    fn tagged(mut op: WriteOp, i: usize, results: &Results) -> WriteOp {
+        let results = results.clone();
+        op.on_done = Some(Box::new(move |r, _| {
+            results.lock().unwrap().push((i, r.is_ok()));
+        }));
+        op
+    }
+
+    /// Contiguity is checked against batches logged and not yet in redb; a refused op is
+    /// not logged and does not fail the others; completion follows queue order.
+    #[test]
+    fn a_batch_with_a_non_contiguous_op_logs_and_commits_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+        let mut log = recover(&store, dir.path()).unwrap();
+        let results: Results = Arc::default();
+        let mut heads = Heads::default();
+        let mut stale = Heads::default();
+        let mut p = Pipeline {
+            store: &store,
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            record: Vec::new(),
+        };
+        let mut written = log.next_batch() - 1;
+        let mut first = vec![tagged(heads.op("a", 3), 0, &results)];
+        p.log_batch(&mut log, &mut first, &mut written);
+        // Batch 1 is logged, not committed: a continues from 3 only through `inflight`.
+        let mut second = vec![
+            tagged(heads.op("a", 2), 1, &results),
+            tagged(stale.op("a", 1), 2, &results),
+            tagged(heads.op("b", 1), 3, &results),
+            tagged(stale.op("a", 1), 4, &results), // expects 1: a is at 5
+        ];
+        p.log_batch(&mut log, &mut second, &mut written);
+        assert_eq!(written, 2);
+        assert_eq!(store.reader().unwrap().latest_sequence("a").unwrap(), 0);
+        assert_eq!(
+            p.pending[1]
+                .refused
+                .iter()
+                .map(Option::is_some)
+                .collect::<Vec<_>>(),
+            [false, true, false, true]
+        );
+        // The second record holds exactly the two good ops.
+        log.file().sync_data().unwrap();
+        let bytes = std::fs::read(dir.path().join("wal").join("segment")).unwrap();
+        let found = scan(&bytes);
+        assert_eq!(found.records.len(), 2);
+        let ops = decode_payload(&bytes::Bytes::copy_from_slice(found.records[1].1)).unwrap();
+        let logged: Vec<(&str, u64)> = ops
+            .iter()
+            .map(|o| (o.context_id.as_str(), o.expect_prev))
+            .collect();
+        assert_eq!(logged, [("a", 3), ("b", 0)]);
+        assert_eq!(p.commit(2), Ok(2));
+        assert!(p.inflight.is_empty());
+        assert_eq!(
+            *results.lock().unwrap(),
+            [(0, true), (1, true), (2, false), (3, true), (4, false)]
+        );
+        heads.assert_stored(&store, &[("a", 5), ("b", 1)]);
+    }
+}

@@ -264,3 +264,242 @@ pub fn recover_with_report(store: &Store, dir: &Path) -> Result<(WalLog, Recover
         report,
     ))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::integrity::merkle::{leaf_hash, Frontier};
+    use crate::model::Entry;
+    use crate::storage::wal_record::{encode_record, OpRef};
+    use crate::storage::writer::spawn_writer;
+    use crate::storage::{DurabilityMode, WriterMsg};
+    use std::collections::HashMap;
+
+    /// Builds ops continuing each context's frontier, as a ContextActor would.
+    #[derive(Default)]
+    pub(crate) struct Heads(HashMap<String, Frontier>);
+
+    impl Heads {
+        pub(crate) fn op(&mut self, ctx: &str, n: u64) -> WriteOp {
+            let f = self
+                .0
+                .entry(ctx.to_string())
+                .or_insert_with(Frontier::empty);
+            let prev = f.size();
+            let mut nodes = Vec::new();
+            let entries: Vec<Entry> = (prev + 1..=prev + n)
+                .map(|s| {
+                    let mut content_hash = [0u8; 32];
+                    content_hash[..8].copy_from_slice(&s.to_be_bytes());
+                    content_hash[8] = ctx.len() as u8;
+                    let e = Entry {
+                        id: format!("{ctx}-{s}"),
+                        key: format!("k{}", s % 2),
+                        payload: bytes::Bytes::from(format!("payload {ctx} {s}")),
+                        sequence: s,
+                        appended_at_ns: s,
+                        metadata: Default::default(),
+                        lamport_clock: s,
+                        content_hash,
+                    };
+                    f.push(leaf_hash(&e.content_hash), &mut nodes);
+                    e
+                })
+                .collect();
+            WriteOp {
+                context_id: Arc::from(ctx),
+                expect_prev: prev,
+                idempotency: vec![(format!("idem-{ctx}-{prev}"), prev + 1)],
+                entries,
+                nodes,
+                on_done: None,
+            }
+        }
+
+        /// Asserts the store holds exactly `sizes` entries per context, with the roots of
+        /// the frontiers that produced them.
+        pub(crate) fn assert_stored(&self, store: &Store, sizes: &[(&str, u64)]) {
+            let reader = store.reader().unwrap();
+            for (ctx, size) in sizes {
+                let head = reader.head(ctx).unwrap();
+                assert_eq!(head.sequence, *size, "{ctx}");
+                let mut f = Frontier::empty();
+                for s in 1..=*size {
+                    let e = reader.entry(ctx, s).unwrap().unwrap();
+                    assert_eq!(e.id, format!("{ctx}-{s}"));
+                    f.push(leaf_hash(&e.content_hash), &mut Vec::new());
+                }
+                assert_eq!(head.frontier.root(), f.root(), "{ctx}");
+            }
+        }
+    }
+
+    fn record(batch: u64, ops: &[WriteOp]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let refs = ops.iter().map(|op| OpRef {
+            context_id: &op.context_id,
+            expect_prev: op.expect_prev,
+            entries: &op.entries,
+            nodes: &op.nodes,
+            idempotency: &op.idempotency,
+        });
+        encode_record(&mut out, batch, refs).unwrap();
+        out
+    }
+
+    fn segment(dir: &Path) -> PathBuf {
+        dir.join(WAL_DIR).join(SEGMENT_FILE)
+    }
+
+    /// A log of two batches: a1-2, then b1 and a3 (whose Merkle nodes complete a level-1
+    /// subtree of `a` stored in entry a2's value... and a level-2 one at a4 later).
+    fn two_batches() -> (Vec<u8>, usize) {
+        let mut heads = Heads::default();
+        let first = record(1, &[heads.op("a", 2)]);
+        let second = record(2, &[heads.op("b", 1), heads.op("a", 1)]);
+        let mut log = first.clone();
+        log.extend_from_slice(&second);
+        (log, first.len())
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_at_every_byte_and_the_rest_replays() {
+        let (log, first_end) = two_batches();
+        let heads = {
+            let mut h = Heads::default();
+            h.op("a", 2);
+            h.op("b", 1);
+            h.op("a", 1);
+            h
+        };
+        for cut in first_end..=log.len() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join(WAL_DIR)).unwrap();
+            std::fs::write(segment(dir.path()), &log[..cut]).unwrap();
+            // A dir last run in fsync mode replays its log in either mode.
+            let mode = if cut % 2 == 0 {
+                DurabilityMode::Fsynced
+            } else {
+                DurabilityMode::Written
+            };
+            let store = Store::open_dir(dir.path(), mode).unwrap();
+            let whole = cut == log.len();
+            heads.assert_stored(
+                &store,
+                &[("a", if whole { 3 } else { 2 }), ("b", u64::from(whole))],
+            );
+            assert_eq!(store.wal_checkpoint().unwrap(), if whole { 2 } else { 1 });
+            assert_eq!(std::fs::metadata(segment(dir.path())).unwrap().len(), 0);
+        }
+    }
+
+    #[test]
+    fn replaying_the_same_log_twice_changes_nothing() {
+        let (log, _) = two_batches();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(WAL_DIR)).unwrap();
+        std::fs::write(segment(dir.path()), &log).unwrap();
+        let store = Store::open_dir(dir.path(), DurabilityMode::Written).unwrap();
+        // As if a writer died after committing the batches and before a checkpoint
+        // covered them: the log and the checkpoint say "replay", redb has them.
+        std::fs::write(segment(dir.path()), &log).unwrap();
+        checkpoint(&store, 0).unwrap();
+        let (_, report) = recover_with_report(&store, dir.path()).unwrap();
+        assert_eq!(
+            report,
+            Recovery {
+                batches: 2,
+                ops: 3,
+                applied: 0,
+                skipped: 3,
+                entries: 0,
+                checkpoint: 2,
+            }
+        );
+        let mut heads = Heads::default();
+        heads.op("a", 2);
+        heads.op("b", 1);
+        heads.op("a", 1);
+        heads.assert_stored(&store, &[("a", 3), ("b", 1)]);
+        assert_eq!(
+            store
+                .reader()
+                .unwrap()
+                .idempotency_in("a", 0, u64::MAX)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_log_that_skips_batches_after_the_checkpoint_is_refused() {
+        let mut heads = Heads::default();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(WAL_DIR)).unwrap();
+        std::fs::write(segment(dir.path()), record(5, &[heads.op("a", 1)])).unwrap();
+        let err = Store::open_dir(dir.path(), DurabilityMode::Fsynced)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("batches 1 to 4 are missing"),
+            "{err}"
+        );
+    }
+
+    /// Through the writer thread: a stale op fails without failing the others and is
+    /// not logged; a clean shutdown leaves an empty log and nothing to replay.
+    #[test]
+    fn the_writer_logs_only_contiguous_ops_and_a_clean_shutdown_empties_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+        let (tx, join) = spawn_writer(store.clone(), |r| r.expect("clean exit")).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut heads = Heads::default();
+        let mut stale_heads = Heads::default();
+        let ops = vec![
+            heads.op("a", 3),
+            stale_heads.op("a", 1), // expects 0, a is at 3 (or will be): refused
+            heads.op("b", 2),
+            heads.op("a", 2),
+        ];
+        for (i, mut op) in ops.into_iter().enumerate() {
+            let done_tx = done_tx.clone();
+            op.on_done = Some(Box::new(move |r, _| {
+                let _ = done_tx.send((i, r));
+            }));
+            tx.blocking_send(WriterMsg::Write(op)).ok().unwrap();
+        }
+        let mut results: Vec<_> = (0..4).map(|_| done_rx.recv().unwrap()).collect();
+        results.sort_by_key(|(i, _)| *i);
+        let ok: Vec<bool> = results.iter().map(|(_, r)| r.is_ok()).collect();
+        assert_eq!(ok, [true, false, true, true]);
+        assert!(results
+            .iter()
+            .all(|(_, r)| r.as_ref().map_or(true, |m| *m == DurabilityMode::Fsynced)));
+        // The log holds the good ops, never the stale one (a checkpoint may have restarted
+        // the log at offset 0 in between, so what is still readable may be fewer).
+        let bytes = std::fs::read(segment(dir.path())).unwrap();
+        let logged: Vec<(String, u64, usize)> = crate::storage::wal_record::scan(&bytes)
+            .records
+            .iter()
+            .flat_map(|(_, p)| {
+                crate::storage::wal_record::decode_payload(&bytes::Bytes::copy_from_slice(p))
+                    .unwrap()
+            })
+            .map(|op| (op.context_id, op.expect_prev, op.entries.len()))
+            .collect();
+        let good = [("a", 0, 3), ("b", 0, 2), ("a", 3, 2)].map(|(c, p, n)| (c.to_string(), p, n));
+        assert!(!logged.is_empty());
+        assert!(logged.iter().all(|op| good.contains(op)), "{logged:?}");
+        heads.assert_stored(&store, &[("a", 5), ("b", 2)]);
+        drop(tx);
+        join.join().unwrap();
+        assert_eq!(std::fs::metadata(segment(dir.path())).unwrap().len(), 0);
+        drop(store);
+        let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+        heads.assert_stored(&store, &[("a", 5), ("b", 2)]);
+        let (_, report) = recover_with_report(&store, dir.path()).unwrap();
+        assert_eq!((report.batches, report.ops), (0, 0));
+    }
+}
