@@ -99,6 +99,8 @@ pub struct Store {
     /// it and a cleanly exiting one puts it back. Empty after a writer failed: the next one
     /// recovers it from the files.
     wal: Arc<Mutex<Option<WalLog>>>,
+    /// False only for `open_dir_unlogged`.
+    logged: bool,
 }
 
 impl Store {
@@ -106,6 +108,23 @@ impl Store {
     /// (`storage::wal`) into it: when this returns, every acknowledged write is readable.
     /// Fails if another process holds the data dir.
     pub fn open_dir(dir: &Path, mode: DurabilityMode) -> Result<Self, StorageError> {
+        Self::open_dir_inner(dir, mode, true)
+    }
+
+    /// Like `open_dir`, but in `Fsynced` mode the writer commits each batch into redb with
+    /// `Durability::Immediate` and no write-ahead log (the writer before the log existed).
+    /// For benchmarks that compare the two on the same machine state. An existing log is
+    /// replayed and emptied first, as by `open_dir`.
+    #[doc(hidden)]
+    pub fn open_dir_unlogged(dir: &Path, mode: DurabilityMode) -> Result<Self, StorageError> {
+        Self::open_dir_inner(dir, mode, false)
+    }
+
+    fn open_dir_inner(
+        dir: &Path,
+        mode: DurabilityMode,
+        logged: bool,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StorageError::Redb(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
@@ -120,11 +139,12 @@ impl Store {
             ms = started.elapsed().as_millis() as u64,
             "redb opened"
         );
-        let store = Self::init(db, mode, Some(dir.to_path_buf()))?;
+        let mut store = Self::init(db, mode, Some(dir.to_path_buf()))?;
+        store.logged = logged;
         // Also in `Written` mode: a data dir that ran in fsync mode before a crash may
         // hold acknowledged appends only in its log.
         let log = wal::recover(&store, dir)?;
-        if mode == DurabilityMode::Fsynced {
+        if mode == DurabilityMode::Fsynced && logged {
             store.put_wal(log);
         }
         Ok(store)
@@ -183,6 +203,7 @@ impl Store {
             mode,
             dir,
             wal: Arc::default(),
+            logged: true,
         })
     }
 
@@ -190,7 +211,7 @@ impl Store {
     /// mode on a data dir. If the previous writer did not hand it back (it failed), it is
     /// recovered from the files: replayed into redb and truncated.
     pub(crate) fn take_wal(&self) -> Result<Option<WalLog>, StorageError> {
-        let (DurabilityMode::Fsynced, Some(dir)) = (self.mode, &self.dir) else {
+        let (DurabilityMode::Fsynced, Some(dir), true) = (self.mode, &self.dir, self.logged) else {
             return Ok(None);
         };
         let taken = self.wal.lock().unwrap_or_else(|p| p.into_inner()).take();
