@@ -1,5 +1,7 @@
 //! The redb schema and the only code that touches redb. `Store` reads (on any thread, in
-//! read transactions); `writer` is the single group-commit writer.
+//! read transactions); `writer` is the single group-commit writer, which in fsync mode
+//! runs `pipeline`: durability from the write-ahead log (`wal`, records in `wal_record`),
+//! redb committed without fsync and checkpointed about once a second.
 
 mod codec;
 mod pipeline;

@@ -137,10 +137,13 @@ pub(crate) fn run(
                         bytes += op.entries.iter().map(|e| e.payload.len()).sum::<usize>();
                         batch.push(op);
                     }
-                    WriterMsg::Sync => {
+                    // The background tick (every second, at any phase): checkpoints
+                    // when appends stopped before this loop's own timer could fire.
+                    WriterMsg::Sync if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL / 2 => {
                         barrier = Some(Barrier::Checkpoint);
                         break;
                     }
+                    WriterMsg::Sync => {}
                     WriterMsg::Replica(op) => {
                         barrier = Some(Barrier::Replica(op));
                         break;

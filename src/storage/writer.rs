@@ -1,17 +1,24 @@
-//! Group commit: the only code that writes to redb.
+//! Group commit: the only code that writes to redb (with `pipeline` and `wal`'s replay,
+//! which go through `write_batch` here).
 //!
 //! One thread owns the write side. It blocks for the first pending `WriteOp`, takes every
 //! other op already queued (up to a bound), and commits them all in one transaction: one
-//! fsync shared by every append that arrived while the previous commit was in flight,
-//! across contexts. Throughput therefore grows with concurrency instead of being capped at
-//! one fsync per append.
+//! commit (and fsync) shared by every append that arrived while the previous one was in
+//! flight, across contexts. Throughput therefore grows with concurrency instead of being
+//! capped at one fsync per append.
+//!
+//! In `Fsynced` mode the thread runs `pipeline` instead: the same batches, made durable by
+//! the write-ahead log (`wal`) so the fsync overlaps the redb commit. The loop in this file
+//! serves `--durability none` and memory stores, where no fsync is waited for, so a log
+//! would only add a write.
 //!
 //! After the commit each op's `on_done` runs, in queue order, on this thread: it replies to
 //! the client and publishes to watchers, so per context, publication follows sequence order.
 //!
 //! **Invariant:** an op is written only if it continues its context exactly (its first
-//! sequence is one past the stored latest). A ContextActor that was restarted, or whose
-//! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
+//! sequence is one past the stored latest, `continues`). A ContextActor that was restarted,
+//! or whose earlier op failed, cannot create a gap or overwrite: its op fails and it
+//! rebuilds.
 
 use super::codec::{decode_entry, encode_entry_with_nodes_into};
 use super::pipeline;
