@@ -229,7 +229,12 @@ pub fn recover_with_report(store: &Store, dir: &Path) -> Result<(WalLog, Recover
         .map_err(|e| io_err("cannot truncate", &path, e))?;
     let stop = match &found.stop {
         Stop::End => "end".to_string(),
-        Stop::Torn(why) => format!("torn tail ({why}); it was never acknowledged"),
+        // After a checkpoint the file is rewritten from offset 0, so what follows the last
+        // record is usually an older cycle's bytes, not a torn write: both end the log.
+        Stop::Torn(why) => format!(
+            "bytes that are not a whole record ({why}): a torn write or an older cycle's \
+             bytes, never acknowledged"
+        ),
         Stop::Stale { expected, found } => {
             format!("an older cycle's record (batch {found} where {expected} would follow)")
         }
