@@ -452,6 +452,50 @@ pub(crate) mod tests {
         );
     }
 
+    /// A quarantine is itself a checkpoint covering every logged batch before it: a replay
+    /// after a crash can never redo the entries it moved away.
+    #[test]
+    fn a_quarantine_checkpoints_every_batch_logged_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+        let (tx, join) = spawn_writer(store.clone(), |r| r.expect("clean exit")).unwrap();
+        let mut heads = Heads::default();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for _ in 0..3 {
+            let mut op = heads.op("a", 2);
+            let done_tx = done_tx.clone();
+            op.on_done = Some(Box::new(move |r, _| {
+                let _ = done_tx.send(r.is_ok());
+            }));
+            tx.blocking_send(WriterMsg::Write(op)).ok().unwrap();
+        }
+        let (q_tx, q_rx) = tokio::sync::oneshot::channel();
+        tx.blocking_send(WriterMsg::Replica(crate::storage::ReplicaOp::Quarantine {
+            context_id: Arc::from("a"),
+            keep: 2,
+            epoch: 9,
+            done: q_tx,
+        }))
+        .ok()
+        .unwrap();
+        assert_eq!(q_rx.blocking_recv().unwrap().unwrap(), 4);
+        assert!((0..3).all(|_| done_rx.recv().unwrap()));
+        let bytes = std::fs::read(segment(dir.path())).unwrap();
+        let last_logged = crate::storage::wal_record::scan(&bytes)
+            .records
+            .last()
+            .map(|(b, _)| *b)
+            .unwrap();
+        assert!(store.wal_checkpoint().unwrap() >= last_logged);
+        drop(tx);
+        join.join().unwrap();
+        // As if the process had crashed right after the quarantine: the log is replayed.
+        std::fs::write(segment(dir.path()), &bytes).unwrap();
+        let (_, report) = recover_with_report(&store, dir.path()).unwrap();
+        assert_eq!(report.ops, 0);
+        assert_eq!(store.reader().unwrap().latest_sequence("a").unwrap(), 2);
+    }
+
     /// Through the writer thread: a stale op fails without failing the others and is
     /// not logged; a clean shutdown leaves an empty log and nothing to replay.
     #[test]
