@@ -1,6 +1,6 @@
 //! Benchmarks of the storage paths every append and read pays: the stored-entry codec and
 //! one group commit of 1, 16 and 256 appends (each to its own context), without fsync and
-//! with it. Content hashing, frontier, proofs and snapshot encode/decode are in
+//! with it; and the writer thread in fsync mode with and without the write-ahead log. Content hashing, frontier, proofs and snapshot encode/decode are in
 //! `benches/integrity.rs`. Run: `cargo bench --bench storage -- --quick`.
 //!
 //! The commit benches write a real redb file in a temporary directory; with `fsync` each
@@ -13,7 +13,8 @@ use std::sync::Arc;
 use converge_ledger::integrity::{leaf_hash, Frontier};
 use converge_ledger::model::Entry;
 use converge_ledger::storage::{
-    commit_batch, decode_entry, encode_entry, DurabilityMode, Store, WriteOp,
+    commit_batch, decode_entry, encode_entry, spawn_writer, DurabilityMode, Store, WriteOp,
+    WriterMsg,
 };
 mod support;
 
@@ -57,6 +58,19 @@ impl Contexts {
             ids: (0..n).map(|i| Arc::from(format!("ctx-{i}"))).collect(),
             heads: (0..n).map(|_| (0, Frontier::empty())).collect(),
         }
+    }
+
+    /// `ops(k)`, each telling `done` when it completes.
+    fn ops_reporting(&mut self, k: usize, done: &std::sync::mpsc::Sender<()>) -> Vec<WriteOp> {
+        let mut ops = self.ops(k);
+        for op in &mut ops {
+            let done = done.clone();
+            op.on_done = Some(Box::new(move |r, _| {
+                r.expect("append succeeds");
+                let _ = done.send(());
+            }));
+        }
+        ops
     }
 
     /// One single-entry append op for each of the first `k` contexts.
@@ -112,5 +126,48 @@ fn commits(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, codec, commits);
+/// The writer thread in fsync mode, with the write-ahead log (the default) and without it
+/// (each batch a durable redb commit): `k` appends to distinct contexts queued at once,
+/// until the last is acknowledged. With the log, the fdatasync of one batch overlaps the
+/// redb commit of the one before.
+fn writers(c: &mut Criterion) {
+    for (logged, name) in [(false, "redb fsync per batch"), (true, "write-ahead log")] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = if logged {
+            Store::open_dir(dir.path(), DurabilityMode::Fsynced)
+        } else {
+            Store::open_dir_unlogged(dir.path(), DurabilityMode::Fsynced)
+        }
+        .expect("store opens");
+        let (tx, join) = spawn_writer(store, |r| r.expect("writer exits cleanly")).expect("writer");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut contexts = Contexts::new(256);
+        let mut g = c.benchmark_group(format!("writer fsync ({name})"));
+        g.sample_size(20);
+        for k in [1usize, 16, 256] {
+            g.throughput(Throughput::Elements(k as u64));
+            g.bench_function(BenchmarkId::new("appends queued at once", k), |b| {
+                b.iter_batched(
+                    || contexts.ops_reporting(k, &done_tx),
+                    |ops| {
+                        for op in ops {
+                            if tx.blocking_send(WriterMsg::Write(op)).is_err() {
+                                panic!("writer stopped");
+                            }
+                        }
+                        for _ in 0..k {
+                            done_rx.recv().expect("ack");
+                        }
+                    },
+                    criterion::BatchSize::PerIteration,
+                )
+            });
+        }
+        g.finish();
+        drop(tx);
+        join.join().expect("writer joins");
+    }
+}
+
+criterion_group!(benches, codec, commits, writers);
 criterion_main!(benches);

@@ -1,9 +1,14 @@
 //! The redb schema and the only code that touches redb. `Store` reads (on any thread, in
-//! read transactions); `writer` is the single group-commit writer.
+//! read transactions); `writer` is the single group-commit writer, which in fsync mode
+//! runs `pipeline`: durability from the write-ahead log (`wal`, records in `wal_record`),
+//! redb committed without fsync and checkpointed about once a second.
 
 mod codec;
+mod pipeline;
 mod schema;
 mod store;
+pub mod wal;
+pub mod wal_record;
 pub mod writer;
 
 pub use codec::{

@@ -35,8 +35,13 @@ pub const MERKLE_NODES: TableDefinition<(&str, u8, u64), &[u8; 32]> =
 /// the context.
 pub const IDEMPOTENCY: TableDefinition<(&str, &str), u64> = TableDefinition::new("idempotency");
 
-/// Store-wide facts, such as the layout version.
+/// Store-wide facts: the layout version, and `WAL_CHECKPOINT_KEY`.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// META key → u64be: the last write-ahead-log batch whose ops are in redb's durable state.
+/// Written in each checkpoint (a durable commit); start-up replays the log's batches after
+/// it. Absent = 0.
+pub const WAL_CHECKPOINT_KEY: &str = "wal_checkpoint";
 
 /// The layout this code writes; a store with another value is refused at open.
 ///
@@ -45,7 +50,15 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 ///   the key index in 256-sequence bitmap blocks (KEY_BLOCKS) instead of a row per entry.
 ///   A layout-1 data dir is refused (format-1 values still decode, so a migration could
 ///   be added; none exists yet: export with Snapshot and Load into a new data dir).
-pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/2";
+/// - `converge-ledger/3`: layout 2 plus the write-ahead log (`wal/` beside `ledger.redb`,
+///   `storage::wal`) and META's `WAL_CHECKPOINT_KEY`. The tables are unchanged, so a
+///   layout-2 store is upgraded in place at open (its log is empty); the bump is for older
+///   builds: they do not read `wal/`, and after a crash acknowledged appends may be only
+///   there, so they must refuse the data dir rather than silently lose them.
+pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/3";
+
+/// The layout this code upgrades in place to `LAYOUT_VERSION` at open.
+pub const LAYOUT_UPGRADABLE: &[u8] = b"converge-ledger/2";
 
 /// context → the highest replication epoch this node accepted for it (see
 /// `replication::epoch`). Only written on a cluster node; absent = 0.

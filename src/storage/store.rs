@@ -7,9 +7,10 @@ use super::codec::{
     CodecError,
 };
 use super::schema::{
-    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, LAYOUT_VERSION, MERKLE_NODES,
-    META, QUARANTINE,
+    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, LAYOUT_UPGRADABLE,
+    LAYOUT_VERSION, MERKLE_NODES, META, QUARANTINE, WAL_CHECKPOINT_KEY,
 };
+use super::wal::{self, WalLog};
 use super::writer::completed_by;
 use crate::error::LedgerError;
 use crate::integrity::merkle::{leaf_hash, Frontier, NodePos};
@@ -19,8 +20,8 @@ use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata,
 };
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How commits reach the disk. Chosen once at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +31,8 @@ pub enum DurabilityMode {
     /// Committed and visible but not fsynced (`--durability none`); made durable in the
     /// background about once a second and at shutdown.
     Written,
-    /// fsync before every acknowledgement (the default), shared by group commit.
+    /// fsync before every acknowledgement (the default): the write-ahead log's fdatasync,
+    /// shared by every append logged since the previous one (`storage::pipeline`).
     Fsynced,
 }
 
@@ -91,30 +93,78 @@ pub const CACHE_BYTES: usize = 64 << 20;
 pub struct Store {
     db: Arc<Database>,
     mode: DurabilityMode,
+    /// The data dir (None in memory).
+    dir: Option<PathBuf>,
+    /// The open write-ahead log (`Fsynced` mode), between writer threads: each writer takes
+    /// it and a cleanly exiting one puts it back. Empty after a writer failed: the next one
+    /// recovers it from the files.
+    wal: Arc<Mutex<Option<WalLog>>>,
+    /// False only for `open_dir_unlogged`.
+    logged: bool,
 }
 
 impl Store {
-    /// Opens (or creates) `dir/ledger.redb`. Fails if another process holds it.
+    /// Opens (or creates) `dir/ledger.redb`, and replays the write-ahead log `dir/wal/`
+    /// (`storage::wal`) into it: when this returns, every acknowledged write is readable.
+    /// Fails if another process holds the data dir.
     pub fn open_dir(dir: &Path, mode: DurabilityMode) -> Result<Self, StorageError> {
+        Self::open_dir_inner(dir, mode, true)
+    }
+
+    /// Like `open_dir`, but in `Fsynced` mode the writer commits each batch into redb with
+    /// `Durability::Immediate` and no write-ahead log (the writer before the log existed).
+    /// For benchmarks that compare the two on the same machine state. An existing log is
+    /// replayed and emptied first, as by `open_dir`.
+    #[doc(hidden)]
+    pub fn open_dir_unlogged(dir: &Path, mode: DurabilityMode) -> Result<Self, StorageError> {
+        Self::open_dir_inner(dir, mode, false)
+    }
+
+    fn open_dir_inner(
+        dir: &Path,
+        mode: DurabilityMode,
+        logged: bool,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StorageError::Redb(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let path = dir.join("ledger.redb");
+        let started = std::time::Instant::now();
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| StorageError::Redb(format!("cannot open {}: {e}", path.display())))?;
-        Self::init(db, mode)
+        tracing::info!(
+            path = %path.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "redb opened"
+        );
+        let mut store = Self::init(db, mode, Some(dir.to_path_buf()))?;
+        store.logged = logged;
+        // Also in `Written` mode: a data dir that ran in fsync mode before a crash may
+        // hold acknowledged appends only in its log.
+        let log = wal::recover(&store, dir)?;
+        if mode == DurabilityMode::Fsynced && logged {
+            store.put_wal(log);
+        }
+        Ok(store)
     }
 
     /// A store that lives in memory and writes no file.
     pub fn open_memory() -> Result<Self, StorageError> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Self::init(db, DurabilityMode::Memory)
+        Self::init(db, DurabilityMode::Memory, None)
     }
 
-    fn init(db: Database, mode: DurabilityMode) -> Result<Self, StorageError> {
-        let txn = db.begin_write()?;
+    fn init(
+        db: Database,
+        mode: DurabilityMode,
+        dir: Option<PathBuf>,
+    ) -> Result<Self, StorageError> {
+        let mut txn = db.begin_write()?;
+        // Every durable commit records redb's allocator state, so a restart after a crash
+        // loads it instead of walking the whole file (see `writer::checkpoint`).
+        txn.set_quick_repair(true);
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("layout")?.map(|v| v.value().to_vec());
@@ -123,6 +173,14 @@ impl Store {
                     meta.insert("layout", LAYOUT_VERSION)?;
                 }
                 Some(v) if v == LAYOUT_VERSION => {}
+                Some(v) if v == LAYOUT_UPGRADABLE => {
+                    tracing::info!(
+                        from = %String::from_utf8_lossy(&v),
+                        to = %String::from_utf8_lossy(LAYOUT_VERSION),
+                        "upgrading the data dir's layout in place (adds the write-ahead log)"
+                    );
+                    meta.insert("layout", LAYOUT_VERSION)?;
+                }
                 Some(v) => {
                     return Err(StorageError::Redb(format!(
                         "data dir holds layout {:?}; this build reads {:?}",
@@ -143,6 +201,47 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             mode,
+            dir,
+            wal: Arc::default(),
+            logged: true,
+        })
+    }
+
+    /// The write-ahead log for a new writer thread: None unless the store is in `Fsynced`
+    /// mode on a data dir. If the previous writer did not hand it back (it failed), it is
+    /// recovered from the files: replayed into redb and truncated.
+    pub(crate) fn take_wal(&self) -> Result<Option<WalLog>, StorageError> {
+        let (DurabilityMode::Fsynced, Some(dir), true) = (self.mode, &self.dir, self.logged) else {
+            return Ok(None);
+        };
+        let taken = self.wal.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            Some(log) => Ok(Some(log)),
+            None => wal::recover(self, dir).map(Some),
+        }
+    }
+
+    /// Hands the log back for the next writer thread.
+    pub(crate) fn put_wal(&self, log: WalLog) {
+        *self.wal.lock().unwrap_or_else(|p| p.into_inner()) = Some(log);
+    }
+
+    /// The last write-ahead-log batch recorded as in redb's durable state (0 = none).
+    pub(crate) fn wal_checkpoint(&self) -> Result<u64, StorageError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let v = meta.get(WAL_CHECKPOINT_KEY)?;
+        Ok(match v {
+            None => 0,
+            Some(v) => {
+                let b: [u8; 8] = v.value().try_into().map_err(|_| {
+                    CodecError(format!(
+                        "{WAL_CHECKPOINT_KEY} holds {} bytes, not 8",
+                        v.value().len()
+                    ))
+                })?;
+                u64::from_be_bytes(b)
+            }
         })
     }
 

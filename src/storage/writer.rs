@@ -1,21 +1,30 @@
-//! Group commit: the only code that writes to redb.
+//! Group commit: the only code that writes to redb (with `pipeline` and `wal`'s replay,
+//! which go through `write_batch` here).
 //!
 //! One thread owns the write side. It blocks for the first pending `WriteOp`, takes every
 //! other op already queued (up to a bound), and commits them all in one transaction: one
-//! fsync shared by every append that arrived while the previous commit was in flight,
-//! across contexts. Throughput therefore grows with concurrency instead of being capped at
-//! one fsync per append.
+//! commit (and fsync) shared by every append that arrived while the previous one was in
+//! flight, across contexts. Throughput therefore grows with concurrency instead of being
+//! capped at one fsync per append.
+//!
+//! In `Fsynced` mode the thread runs `pipeline` instead: the same batches, made durable by
+//! the write-ahead log (`wal`) so the fsync overlaps the redb commit. The loop in this file
+//! serves `--durability none` and memory stores, where no fsync is waited for, so a log
+//! would only add a write.
 //!
 //! After the commit each op's `on_done` runs, in queue order, on this thread: it replies to
 //! the client and publishes to watchers, so per context, publication follows sequence order.
 //!
 //! **Invariant:** an op is written only if it continues its context exactly (its first
-//! sequence is one past the stored latest). A ContextActor that was restarted, or whose
-//! earlier op failed, cannot create a gap or overwrite: its op fails and it rebuilds.
+//! sequence is one past the stored latest, `continues`). A ContextActor that was restarted,
+//! or whose earlier op failed, cannot create a gap or overwrite: its op fails and it
+//! rebuilds.
 
 use super::codec::{decode_entry, encode_entry_with_nodes_into};
+use super::pipeline;
 use super::schema::{
-    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, MERKLE_NODES, QUARANTINE,
+    CONTEXT_EPOCH, ENTRIES, IDEMPOTENCY, KEY_BLOCKS, KEY_BLOCK_SEQS, MERKLE_NODES, META,
+    QUARANTINE, WAL_CHECKPOINT_KEY,
 };
 use super::store::{DurabilityMode, StorageError, Store};
 use crate::error::LedgerError;
@@ -63,7 +72,7 @@ pub struct WriteOp {
 pub type OnDone = Box<dyn FnOnce(CommitResult, Vec<Entry>) + Send>;
 
 impl WriteOp {
-    fn complete(mut self, result: CommitResult) {
+    pub(crate) fn complete(mut self, result: CommitResult) {
         if let Some(f) = self.on_done.take() {
             let entries = std::mem::take(&mut self.entries);
             // A panicking callback must not keep the others in the batch from answering.
@@ -82,7 +91,8 @@ impl Drop for WriteOp {
             let entries = std::mem::take(&mut self.entries);
             f(
                 Err(LedgerError::Unavailable(
-                    "the storage writer stopped before committing this write; nothing was written"
+                    "the storage writer stopped before confirming this write; it was not \
+                     acknowledged"
                         .into(),
                 )),
                 entries,
@@ -121,8 +131,9 @@ pub enum ReplicaOp {
     },
 }
 
-/// Starts the writer thread. It runs until every sender is dropped, then drains the queue,
-/// makes everything durable and exits. `on_exit` runs last, on that thread, with the
+/// Starts the writer thread: the write-ahead-log pipeline (`pipeline`) for a store in
+/// `Fsynced` mode, else the plain group commit below. It runs until every sender is
+/// dropped, then drains the queue, makes everything durable and exits. `on_exit` runs last, on that thread, with the
 /// reason (Ok on a clean drain).
 pub fn spawn_writer(
     store: Store,
@@ -132,10 +143,16 @@ pub fn spawn_writer(
     let handle = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&store, rx);
-            }));
-            on_exit(outcome.map_err(|p| panic_message(&p)));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match store.take_wal() {
+                    Ok(Some(wal)) => pipeline::run(&store, rx, wal),
+                    Ok(None) => {
+                        run(&store, rx);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot recover the write-ahead log: {e}")),
+                }));
+            on_exit(outcome.map_err(|p| panic_message(&p)).and_then(|r| r));
         })?;
     Ok((tx, handle))
 }
@@ -182,7 +199,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<WriterMsg>) {
             unsynced |= store.mode() == DurabilityMode::Written;
         }
         if let Some(op) = replica_op {
-            run_replica_op(store, op);
+            run_replica_op(store, op, None);
         }
         if sync_requested && unsynced {
             match sync(store) {
@@ -199,16 +216,43 @@ fn run(store: &Store, mut rx: mpsc::Receiver<WriterMsg>) {
     }
 }
 
-fn begin(store: &Store) -> Result<redb::WriteTransaction, StorageError> {
+/// A write transaction for a replica op. With `checkpoint` (the write-ahead-log writer), it
+/// is durable and also records that every logged batch up to that number is in redb, so
+/// a replay can never redo a write this op undid (a quarantined tail).
+fn begin(store: &Store, checkpoint: Option<u64>) -> Result<redb::WriteTransaction, StorageError> {
     let mut txn = store.database().begin_write()?;
     txn.set_durability(match store.mode() {
         DurabilityMode::Fsynced => Durability::Immediate,
         DurabilityMode::Written | DurabilityMode::Memory => Durability::None,
     })?;
+    if let Some(batch) = checkpoint {
+        record_checkpoint(&mut txn, batch)?;
+    }
     Ok(txn)
 }
 
-fn run_replica_op(store: &Store, op: ReplicaOp) {
+/// Makes `txn` a checkpoint: durable, with quick repair (redb saves its allocator state,
+/// so opening after a crash loads it instead of walking the file), and remembering the
+/// last logged batch it covers.
+fn record_checkpoint(txn: &mut redb::WriteTransaction, batch: u64) -> Result<(), StorageError> {
+    txn.set_durability(Durability::Immediate)?;
+    txn.set_quick_repair(true);
+    txn.open_table(META)?
+        .insert(WAL_CHECKPOINT_KEY, batch.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// A durable commit recording that every logged batch up to `batch` is in redb: the
+/// write-ahead log before it may be overwritten.
+pub(crate) fn checkpoint(store: &Store, batch: u64) -> Result<(), StorageError> {
+    let mut txn = store.database().begin_write()?;
+    record_checkpoint(&mut txn, batch)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Runs a replica op in its own commit; true if it committed.
+pub(crate) fn run_replica_op(store: &Store, op: ReplicaOp, checkpoint: Option<u64>) -> bool {
     match op {
         ReplicaOp::SetEpoch {
             context_id,
@@ -216,7 +260,7 @@ fn run_replica_op(store: &Store, op: ReplicaOp) {
             done,
         } => {
             let r = (|| -> Result<(), StorageError> {
-                let txn = begin(store)?;
+                let txn = begin(store, checkpoint)?;
                 {
                     let mut t = txn.open_table(CONTEXT_EPOCH)?;
                     let current = t.get(&*context_id)?.map_or(0, |v| v.value());
@@ -227,7 +271,9 @@ fn run_replica_op(store: &Store, op: ReplicaOp) {
                 txn.commit()?;
                 Ok(())
             })();
+            let ok = r.is_ok();
             let _ = done.send(r.map_err(LedgerError::from));
+            ok
         }
         ReplicaOp::Quarantine {
             context_id,
@@ -235,18 +281,26 @@ fn run_replica_op(store: &Store, op: ReplicaOp) {
             epoch,
             done,
         } => {
-            let r = quarantine_tail(store, &context_id, keep, epoch);
+            let r = quarantine_tail(store, &context_id, keep, epoch, checkpoint);
+            let ok = r.is_ok();
             let _ = done.send(r.map_err(LedgerError::from));
+            ok
         }
     }
 }
 
 /// See `ReplicaOp::Quarantine`.
-fn quarantine_tail(store: &Store, ctx: &str, keep: u64, epoch: u64) -> Result<u64, StorageError> {
+fn quarantine_tail(
+    store: &Store,
+    ctx: &str,
+    keep: u64,
+    epoch: u64,
+    checkpoint: Option<u64>,
+) -> Result<u64, StorageError> {
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let txn = begin(store)?;
+    let txn = begin(store, checkpoint)?;
     let moved;
     {
         let mut entries = txn.open_table(ENTRIES)?;
@@ -320,27 +374,35 @@ fn quarantine_tail(store: &Store, ctx: &str, keep: u64, epoch: u64) -> Result<u6
 }
 
 /// An empty durable commit: redb makes every earlier non-durable commit durable with it.
+/// With quick repair: it runs about once a second, and makes a restart after a crash load
+/// redb's allocator state instead of walking the whole file.
 fn sync(store: &Store) -> Result<(), StorageError> {
     let mut txn = store.database().begin_write()?;
     txn.set_durability(Durability::Immediate)?;
+    txn.set_quick_repair(true);
     txn.commit()?;
     Ok(())
 }
 
 /// Commits `batch` in one transaction (one fsync in `Fsynced` mode) and completes every
-/// op, in order; drains the vector. The writer thread's step, public for benchmarks that
-/// need an exact batch size.
+/// op, in order; drains the vector. The step of the writer without a write-ahead log
+/// (`--durability none`, memory), public for benchmarks that need an exact batch size.
 pub fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
     let started = Instant::now();
     let ops = batch.len();
-    let mut outcomes: Vec<Result<(), LedgerError>> = Vec::with_capacity(ops);
-    let committed = write_batch(store, batch, &mut outcomes);
+    let mut outcomes: Vec<Result<u64, LedgerError>> = Vec::with_capacity(ops);
+    let durability = match store.mode() {
+        DurabilityMode::Fsynced => Durability::Immediate,
+        DurabilityMode::Written | DurabilityMode::Memory => Durability::None,
+    };
+    let refs: Vec<&WriteOp> = batch.iter().collect();
+    let committed = write_batch(store, &refs, durability, &mut outcomes);
     let elapsed_us = started.elapsed().as_micros() as u64;
     match committed {
         Ok(()) => {
             tracing::trace!(ops, elapsed_us, "batch committed");
             for (op, outcome) in batch.drain(..).zip(outcomes) {
-                op.complete(outcome.map(|()| store.mode()));
+                op.complete(outcome.map(|_| store.mode()));
             }
         }
         Err(e) => {
@@ -354,17 +416,47 @@ pub fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
     }
 }
 
-/// Writes every op that continues its context, records a per-op outcome, and commits.
-fn write_batch(
+/// Whether `op` continues a context whose latest sequence is `stored`: it must expect
+/// exactly `stored` and number its entries `stored + 1, stored + 2, ...`. Returns the
+/// context's latest sequence after the op.
+pub(crate) fn continues(op: &WriteOp, stored: u64) -> Result<u64, LedgerError> {
+    let ctx: &str = &op.context_id;
+    if stored != op.expect_prev {
+        tracing::warn!(
+            context = ctx,
+            stored,
+            expected = op.expect_prev,
+            "write does not continue its context; refused (its ContextActor will rebuild)"
+        );
+        return Err(LedgerError::Unavailable(format!(
+            "context {ctx:?} moved on (stored sequence {stored}, writer expected {}); retry",
+            op.expect_prev
+        )));
+    }
+    let mut seq = stored;
+    for e in &op.entries {
+        if Some(e.sequence) != seq.checked_add(1) {
+            return Err(LedgerError::Internal(format!(
+                "context {ctx:?}: entry numbered {} follows {seq} in one write",
+                e.sequence
+            )));
+        }
+        seq = e.sequence;
+    }
+    Ok(seq)
+}
+
+/// Writes every op that continues its context (`continues`), records a per-op outcome
+/// (the context's latest sequence after it), and commits with `durability`. Used by the
+/// writer without a log, by the write-ahead-log writer for batches its fsync made durable,
+/// and by the log's replay — one check, so a replay skips exactly what a first run skips.
+pub(crate) fn write_batch(
     store: &Store,
-    batch: &[WriteOp],
-    outcomes: &mut Vec<Result<(), LedgerError>>,
+    batch: &[&WriteOp],
+    durability: Durability,
+    outcomes: &mut Vec<Result<u64, LedgerError>>,
 ) -> Result<(), StorageError> {
     let mut txn = store.database().begin_write()?;
-    let durability = match store.mode() {
-        DurabilityMode::Fsynced => Durability::Immediate,
-        DurabilityMode::Written | DurabilityMode::Memory => Durability::None,
-    };
     txn.set_durability(durability)?;
     {
         let mut entries = txn.open_table(ENTRIES)?;
@@ -388,27 +480,19 @@ fn write_batch(
                     None => 0,
                 },
             };
-            if stored != op.expect_prev {
-                tracing::warn!(
-                    context = ctx,
-                    stored,
-                    expected = op.expect_prev,
-                    "write does not continue its context; refused (its ContextActor will rebuild)"
-                );
-                outcomes.push(Err(LedgerError::Unavailable(format!(
-                    "context {ctx:?} moved on (stored sequence {stored}, writer expected {}); retry",
-                    op.expect_prev
-                ))));
-                latest.insert(ctx, stored);
-                continue;
-            }
-            let mut seq = op.expect_prev;
+            let last = match continues(op, stored) {
+                Ok(last) => last,
+                Err(e) => {
+                    outcomes.push(Err(e));
+                    latest.insert(ctx, stored);
+                    continue;
+                }
+            };
             // A cursor over op.nodes: the nodes completed by entry `seq`, levels 1, 2, ...
             // in order, go into its value; a node out of that order goes to MERKLE_NODES.
             let mut next_node = 0;
             for e in &op.entries {
-                debug_assert_eq!(e.sequence, seq + 1, "entries of an op are consecutive");
-                seq = e.sequence;
+                let seq = e.sequence;
                 embedded.clear();
                 while let Some((pos, hash)) = op.nodes.get(next_node) {
                     match completed_by(*pos) {
@@ -441,8 +525,8 @@ fn write_batch(
             for (key, seq) in &op.idempotency {
                 idem.insert((ctx, key.as_str()), *seq)?;
             }
-            latest.insert(ctx, seq);
-            outcomes.push(Ok(()));
+            latest.insert(ctx, last);
+            outcomes.push(Ok(last));
         }
         for ((ctx, key, block), bits) in &blocks {
             key_blocks.insert((*ctx, *key, *block), bits)?;
@@ -676,7 +760,7 @@ mod tests {
             // Another context must be untouched.
             let mut g = Frontier::empty();
             write(&store, "z", &mut g, (1..=5).map(|s| entry("z", s, "z")).collect());
-            let moved = quarantine_tail(&store, ctx, keep, 7).expect("quarantine");
+            let moved = quarantine_tail(&store, ctx, keep, 7, None).expect("quarantine");
             prop_assert_eq!(moved, size - keep);
             let reader = store.reader().expect("reader");
             prop_assert_eq!(reader.latest_sequence(ctx).expect("latest"), keep);

@@ -18,7 +18,8 @@ pub enum StorageWriterMsg {
     /// The writer thread ended on its own: a panic inside it. The actor fails, so its
     /// supervisor restarts it with a new thread.
     ThreadExited(Result<(), String>),
-    /// Make unsynced commits durable (`--durability none` background sync).
+    /// Make unsynced commits durable (`--durability none` background sync), or checkpoint
+    /// the write-ahead log (fsync mode).
     Sync,
 }
 impl ractor::Message for StorageWriterMsg {}
@@ -52,7 +53,9 @@ impl Actor for StorageWriter {
         })?;
         let published = Arc::new(tx.downgrade());
         shared.writer.store(Some(published.clone()));
-        if shared.store.mode() == crate::storage::DurabilityMode::Written {
+        // `--durability none`: makes the unsynced commits durable. Fsync mode: checkpoints
+        // the write-ahead log when appends stopped before the writer's own timer fired.
+        if shared.store.mode() != crate::storage::DurabilityMode::Memory {
             myself.send_interval(crate::storage::writer::BACKGROUND_SYNC_INTERVAL, || {
                 StorageWriterMsg::Sync
             });
