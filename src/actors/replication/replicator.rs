@@ -39,8 +39,13 @@ use tokio::task::JoinHandle;
 pub const REPLICATOR_NAME: &str = "replicator";
 /// Inbound frames queued before the link drops (and counts) more.
 pub const INBOUND_QUEUE_MAX: usize = 4096;
-/// Requests from peers answered concurrently; beyond, they get UNAVAILABLE.
-pub const REQUESTS_IN_FLIGHT_MAX: usize = 256;
+/// Requests from peers answered concurrently; beyond, they get UNAVAILABLE. As many as the
+/// writer queue holds: a node forwarding a burst of appends from thousands of clients is
+/// not refused while the owner's writer could still take them.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 4096;
+/// ... and the bytes of their frames (forwarded payloads), in KiB: bounds the memory they
+/// hold whatever their size.
+pub const REQUEST_KIB_IN_FLIGHT_MAX: usize = 64 * 1024;
 /// The lag-repair period.
 pub const TICK: Duration = Duration::from_millis(200);
 /// A replica behind for this long is sent the owner's head.
@@ -127,8 +132,10 @@ async fn inbound(
     mut rx: mpsc::Receiver<crate::actors::cluster::Inbound>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX));
+    let kib_permits = Arc::new(tokio::sync::Semaphore::new(REQUEST_KIB_IN_FLIGHT_MAX));
     while let Some(frame) = rx.recv().await {
         let from = frame.from;
+        let kib = (frame.frame.len().div_ceil(1024)).clamp(1, REQUEST_KIB_IN_FLIGHT_MAX) as u32;
         let msg = match wire::decode(&frame.frame) {
             Ok(m) => m,
             Err(e) => {
@@ -138,19 +145,24 @@ async fn inbound(
         };
         match msg {
             Msg::Response { id, body } => repl.answer(&from, id, body),
-            Msg::Request { id, body } => match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
+            Msg::Request { id, body } => match (
+                permits.clone().try_acquire_owned(),
+                kib_permits.clone().try_acquire_many_owned(kib),
+            ) {
+                (Ok(permit), Ok(kib_permit)) => {
                     let (repl, shared) = (repl.clone(), shared.clone());
                     tokio::spawn(async move {
                         let answer = serve(&repl, &shared, &from, body).await;
                         let _ = repl.send(&from, Msg::Response { id, body: answer });
-                        drop(permit);
+                        drop((permit, kib_permit));
                     });
                 }
-                Err(_) => {
+                _ => {
                     let busy = LedgerError::Unavailable(format!(
-                        "node {:?} is busy ({REQUESTS_IN_FLIGHT_MAX} peer requests in flight); retry",
-                        repl.node
+                        "node {:?} is busy (peer requests in flight reached {REQUESTS_IN_FLIGHT_MAX} \
+                         or {} MiB); retry",
+                        repl.node,
+                        REQUEST_KIB_IN_FLIGHT_MAX / 1024
                     ));
                     let _ = repl.send(
                         &from,
