@@ -194,13 +194,15 @@ fn decode_entry_with(
     })
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// A cursor over big-endian, length-prefixed fields (the entry codec's and the write-ahead
+/// log's); every read is bounds-checked and names the offset that ran out.
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let end = self
             .pos
             .checked_add(n)
@@ -216,21 +218,21 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32, CodecError> {
+    pub(super) fn u32(&mut self) -> Result<u32, CodecError> {
         Ok(u32::from_be_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self) -> Result<u64, CodecError> {
+    pub(super) fn u64(&mut self) -> Result<u64, CodecError> {
         Ok(u64::from_be_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self, what: &str) -> Result<String, CodecError> {
+    pub(super) fn string(&mut self, what: &str) -> Result<String, CodecError> {
         let b = self.bytes()?;
         String::from_utf8(b.to_vec()).map_err(|_| CodecError(format!("{what} is not UTF-8")))
     }

@@ -24,7 +24,7 @@
 //!   never the next one, so the order check stops there even when their CRC is intact.
 //! - An all-zero header ends the log cleanly (zero-filled space after the last record).
 
-use super::codec::{decode_entry_in, encode_entry_into, CodecError};
+use super::codec::{decode_entry_in, encode_entry_into, CodecError, Reader};
 use crate::integrity::merkle::NodePos;
 use crate::model::{Entry, Hash};
 use bytes::Bytes;
@@ -244,52 +244,6 @@ pub fn decode_payload(payload: &Bytes) -> Result<Vec<LoggedOp>, CodecError> {
         )));
     }
     Ok(ops)
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| {
-                CodecError(format!(
-                    "logged op needs {n} bytes at offset {} of {}",
-                    self.pos,
-                    self.buf.len()
-                ))
-            })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u32(&mut self) -> Result<u32, CodecError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, CodecError> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_be_bytes(a))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    fn string(&mut self, what: &str) -> Result<String, CodecError> {
-        let b = self.bytes()?;
-        String::from_utf8(b.to_vec())
-            .map_err(|e| CodecError(format!("logged {what} is not UTF-8: {e}")))
-    }
 }
 
 #[cfg(test)]
