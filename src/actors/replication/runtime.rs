@@ -258,7 +258,11 @@ impl Replication {
     /// nudges the ones that stay behind even if no append follows, and an acknowledgement
     /// waiting on an entry the replicas already held before the claim (an idempotent retry
     /// of an append the previous owner committed) is counted at once.
-    pub(super) fn track(&self, head: &Head, holders: &[String]) {
+    ///
+    /// A claim's head is authoritative (read under the sync lock, after any quarantine, so
+    /// it may be shorter than what was tracked before); any other caller's head only raises
+    /// what is tracked, since a commit may have landed since it was read.
+    pub(super) fn track(&self, head: &Head, holders: &[String], authoritative: bool) {
         let ctx: Arc<str> = Arc::from(head.context.as_str());
         let now = Instant::now();
         let mut progress = lock(&self.progress);
@@ -269,7 +273,7 @@ impl Replication {
             changed: now,
             applied: HashMap::new(),
         });
-        if head.size >= p.latest {
+        if authoritative || head.size >= p.latest {
             p.latest = head.size;
             p.root = head.root;
             p.epoch = head.epoch;
@@ -475,7 +479,7 @@ impl Replication {
                 return;
             }
         };
-        self.track(&head, &[]);
+        self.track(&head, &[], false);
         tracing::debug!(context = %ctx, sequence, replicas = ?live,
             "waiting for acks of an entry no replica is known to hold; sending them the head");
         for n in live {

@@ -143,7 +143,7 @@ pub(super) async fn claim(
         .filter(|c| c.node != repl.node && (c.size, c.root) == (head.size, head.root))
         .map(|c| c.node.clone())
         .collect();
-    repl.track(&head, &holders);
+    repl.track(&head, &holders, true);
     for p in &peers {
         let _ = repl.send(p, Msg::Head(head.clone()));
     }
