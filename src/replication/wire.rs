@@ -69,6 +69,18 @@ pub struct Head {
     pub root: Hash,
 }
 
+impl Head {
+    /// This head as `node`'s claim to the context's history (`epoch::authority`).
+    pub fn claim_of(&self, node: &str) -> crate::replication::epoch::Claim {
+        crate::replication::epoch::Claim {
+            node: node.to_string(),
+            epoch: self.epoch,
+            size: self.size,
+            root: self.root,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEntry {
     pub id: String,

@@ -24,7 +24,7 @@ use crate::actors::context::{deliver, AppendInput, ApplyInput, ContextMsg};
 use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::model::Entry;
-use crate::replication::epoch::{supersedes, Claim};
+use crate::replication::epoch::supersedes;
 use crate::replication::wire::{
     self, Appended, Fetched, Head, Msg, Request, Response, Shipment, WireEntry, FRAME_BYTES_MAX,
 };
@@ -352,18 +352,8 @@ fn digest_in(repl: &Arc<Replication>, shared: &Arc<Shared>, from: &str, h: Head)
     if (local.size, local.root) == (h.size, h.root) {
         return;
     }
-    let ours = Claim {
-        node: repl.node.clone(),
-        epoch: local.epoch,
-        size: local.size,
-        root: local.root,
-    };
-    let theirs = Claim {
-        node: from.to_string(),
-        epoch: h.epoch,
-        size: h.size,
-        root: h.root,
-    };
+    let ours = local.claim_of(&repl.node);
+    let theirs = h.claim_of(from);
     if supersedes(&theirs, &ours) {
         tracing::info!(context = %ctx, peer = %from, size = h.size, epoch = h.epoch,
             local_size = local.size, local_epoch = local.epoch,

@@ -26,7 +26,7 @@ use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::integrity::proof::root_at;
 use crate::model::{Entry, Hash};
-use crate::replication::epoch::{authority, next_epoch, supersedes, Claim};
+use crate::replication::epoch::{authority, next_epoch, supersedes};
 use crate::replication::wire::{Head, Msg, Request, Response, FRAME_BYTES_MAX};
 use crate::replication::{common_prefix, divergence};
 use std::sync::Arc;
@@ -102,20 +102,10 @@ pub(super) async fn claim(
     let local = repl.local_head(shared, ctx)?;
     let peers = repl.peers();
     let answers = futures::future::join_all(peers.iter().map(|p| remote_state(repl, p, ctx))).await;
-    let mut claims = vec![Claim {
-        node: repl.node.clone(),
-        epoch: local.epoch,
-        size: local.size,
-        root: local.root,
-    }];
+    let mut claims = vec![local.claim_of(&repl.node)];
     for (peer, answer) in peers.iter().zip(answers) {
         match answer {
-            Ok(h) => claims.push(Claim {
-                node: peer.clone(),
-                epoch: h.epoch,
-                size: h.size,
-                root: h.root,
-            }),
+            Ok(h) => claims.push(h.claim_of(peer)),
             Err(e) => {
                 tracing::debug!(context = %ctx, peer = %peer, error = %e, "no state from a peer during a claim")
             }
@@ -224,18 +214,8 @@ async fn catch_up_locked(
     }
     let common = common_with(repl, shared, ctx, from, &local, &remote).await?;
     if common < local.size {
-        let ours = Claim {
-            node: repl.node.clone(),
-            epoch: local.epoch,
-            size: local.size,
-            root: local.root,
-        };
-        let theirs = Claim {
-            node: from.to_string(),
-            epoch: remote.epoch,
-            size: remote.size,
-            root: remote.root,
-        };
+        let ours = local.claim_of(&repl.node);
+        let theirs = remote.claim_of(from);
         if !supersedes(&theirs, &ours) {
             tracing::info!(context = %ctx, source = %from, common, local_size = local.size,
                 local_epoch = local.epoch, source_size = remote.size, source_epoch = remote.epoch,
