@@ -26,9 +26,13 @@ fn config(name: &str, acks: ReplicationAcks) -> Config {
 }
 
 async fn start_node(net: &MemoryNet, name: &str, acks: ReplicationAcks) -> Node {
+    start_node_with(net, name, &config(name, acks)).await
+}
+
+/// Starts a ledger named `name` on `net` with `cfg` and waits until it serves.
+async fn start_node_with(net: &MemoryNet, name: &str, cfg: &Config) -> Node {
     common::init_logs();
-    let link = net.join(name);
-    let ledger = Ledger::start_with_link(&config(name, acks), link)
+    let ledger = Ledger::start_with_link(cfg, net.join(name))
         .await
         .expect("ledger starts");
     let client = converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
@@ -496,22 +500,11 @@ async fn owner_away_while_the_others_moved_on(
 }
 
 async fn start_dir_node(net: &MemoryNet, name: &str, dir: &std::path::Path) -> Node {
-    common::init_logs();
     let cfg = Config {
         cluster: config(name, ReplicationAcks::All).cluster,
         ..common::dir_config(dir)
     };
-    let ledger = Ledger::start_with_link(&cfg, net.join(name))
-        .await
-        .expect("ledger starts");
-    let client = converge_ledger::client::wait_ready(&ledger.url(), Duration::from_secs(10))
-        .await
-        .expect("ready");
-    Node {
-        name: name.into(),
-        ledger,
-        client,
-    }
+    start_node_with(net, name, &cfg).await
 }
 
 async fn assert_nothing_quarantined(nodes: &[&Node]) {
