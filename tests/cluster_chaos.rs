@@ -18,6 +18,7 @@
 mod common;
 
 use common::cluster_procs::{append_retrying, hash, same_history, Cluster};
+use common::process::{killed_actor_kind, FAULT_INJECTION_MARKER};
 use common::*;
 use converge_ledger::client::LedgerClient;
 use converge_ledger::proto;
@@ -147,26 +148,15 @@ async fn kill_actors(
         if Some(node) == down {
             continue;
         }
-        let marker = "fault injection: killing an actor";
+        let marker = FAULT_INJECTION_MARKER;
         let before = cluster.nodes[node].log_lines(marker).len();
         cluster.nodes[node].sigusr1();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let lines = cluster.nodes[node].log_lines(marker);
         let kind = match lines.last() {
-            Some(l) if lines.len() > before || before == 0 => l
-                .split("actor=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|n| n.split('/').nth(1))
-                .map(|n| {
-                    if n.starts_with("ctx:") {
-                        "context actor"
-                    } else {
-                        n
-                    }
-                })
-                .unwrap_or("?")
-                .to_string(),
+            Some(l) if lines.len() > before || before == 0 => {
+                killed_actor_kind(l).unwrap_or_else(|| "?".to_string())
+            }
             _ => "(not seen in the log tail)".to_string(),
         };
         *tally.entry(kind).or_default() += 1;

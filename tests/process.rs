@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::process::spawn_server;
+use common::process::{killed_actor_kind, spawn_server, FAULT_INJECTION_MARKER};
 use common::*;
 use converge_ledger::proto;
 use futures::StreamExt;
@@ -128,7 +128,7 @@ fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
 async fn fault_injection_kills_every_kind_of_actor_and_the_server_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let server = spawn_server(Some(dir.path()), &["--fault-injection"], None);
-    let marker = "fault injection: killing an actor";
+    let marker = FAULT_INJECTION_MARKER;
     let mut acked = 0u64;
     for round in 0..9 {
         let c = converge_ledger::client::wait_ready(&server.url, Duration::from_secs(10))
@@ -170,13 +170,10 @@ async fn fault_injection_kills_every_kind_of_actor_and_the_server_recovers() {
     let killed: std::collections::BTreeSet<String> = server
         .log_lines(marker)
         .iter()
-        .filter_map(|l| l.split("actor=").nth(1))
-        .filter_map(|r| r.split_whitespace().next())
-        .filter_map(|n| n.split('/').nth(1))
-        .map(|n| if n.starts_with("ctx:") { "ctx" } else { n }.to_string())
+        .filter_map(|l| killed_actor_kind(l))
         .collect();
     for kind in [
-        "ctx",
+        "context actor",
         "storage_writer",
         "watch_registry",
         "grpc_server",

@@ -70,6 +70,21 @@ pub fn free_addr() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// What a server started with `--fault-injection` logs for each actor it kills.
+pub const FAULT_INJECTION_MARKER: &str = "fault injection: killing an actor";
+
+/// The kind of actor a fault-injection log line names: its registered name without the
+/// ledger's namespace, or "context actor" for any ContextActor.
+pub fn killed_actor_kind(line: &str) -> Option<String> {
+    let name = line.split("actor=").nth(1)?.split_whitespace().next()?;
+    let base = name.split('/').nth(1)?;
+    Some(if base.starts_with("ctx:") {
+        "context actor".to_string()
+    } else {
+        base.to_string()
+    })
+}
+
 /// The binary to run: `CONVERGE_LEDGER_BIN` when set (e.g. a release build, or when
 /// several worktrees share one CARGO_TARGET_DIR and overwrite each other's
 /// `target/debug/converge-ledger`), else the one cargo built for this test.
