@@ -3,7 +3,7 @@
 
 use super::convert::{entry_to_proto, hash_bytes};
 use super::status::to_status;
-use super::watch_stream::{spawn_watch, WatchSpec};
+use super::watch_stream::{watch_events, WatchEvents, WatchSpec};
 use crate::actors::context::{route, AppendInput, ContextMsg, LoadInput};
 use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
@@ -14,7 +14,6 @@ use crate::snapshot;
 use crate::storage::DurabilityMode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// Gets with at most this many entries are answered inline on the async worker; larger
@@ -229,7 +228,7 @@ impl ContextService for ContextApi {
         }))
     }
 
-    type WatchStream = ReceiverStream<Result<proto::WatchEvent, Status>>;
+    type WatchStream = WatchEvents;
 
     async fn watch(
         &self,
@@ -239,7 +238,7 @@ impl ContextService for ContextApi {
         validate_context_id(&self.shared.limits, &req.context_id)
             .and_then(|()| validate_key_filter(&self.shared.limits, &req.key))
             .map_err(|e| to_status(e.into()))?;
-        let rx = spawn_watch(
+        let events = watch_events(
             self.shared.clone(),
             WatchSpec {
                 context_id: Arc::from(req.context_id),
@@ -248,6 +247,6 @@ impl ContextService for ContextApi {
                 signal_caught_up: req.signal_caught_up,
             },
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(events))
     }
 }

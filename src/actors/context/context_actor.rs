@@ -264,8 +264,6 @@ impl Actor for ContextActor {
     }
 }
 
-/// The completion of a write: answer, publish, tell the actor (only when it waits for
-/// this op's idempotency keys, or on failure). Runs on the writer thread.
 /// What the replication layer hears of a commit (nothing on a single node).
 enum Replicate {
     None,
@@ -281,6 +279,8 @@ enum Replicate {
     },
 }
 
+/// The completion of a write: answer, publish, tell the actor (only when it waits for
+/// this op's idempotency keys, or on failure). Runs on the writer thread.
 #[allow(clippy::too_many_arguments)]
 fn on_done<T: Send + 'static>(
     myself: &ActorRef<ContextMsg>,
@@ -312,12 +312,23 @@ fn on_done<T: Send + 'static>(
                     }
                 }
             }
+            // The events are built before the answer consumes the entries, and published
+            // after it: the appender's wake-up is queued ahead of its watchers'.
             let hub = shared.watch_hub.load();
-            for (entry, root) in entries.iter().zip(&roots) {
-                hub.publish(&ctx, || LiveEvent::new(entry.clone(), *root));
-            }
+            let events: Vec<LiveEvent> = if hub.is_watched(&ctx) {
+                entries
+                    .iter()
+                    .zip(&roots)
+                    .map(|(entry, root)| LiveEvent::new(entry.clone(), *root))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(answer(mode, entries)));
+            }
+            for event in events {
+                hub.publish(&ctx, || event);
             }
             if notify_commit {
                 let _ = me.cast(ContextMsg::Committed { through });

@@ -69,6 +69,14 @@ impl WatchHub {
         let _ = tx.send(Arc::new(make()));
     }
 
+    /// Whether the context has a watcher now (a publish right after may still find none).
+    pub fn is_watched(&self, context_id: &str) -> bool {
+        let rings = self.rings.lock().expect("watch hub lock");
+        rings
+            .get(context_id)
+            .is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     /// Drops rings nobody watches any more. Returns how many remain.
     pub fn sweep(&self) -> usize {
         let mut rings = self.rings.lock().expect("watch hub lock");
@@ -105,6 +113,7 @@ mod tests {
     #[test]
     fn publish_without_watchers_builds_nothing() {
         let hub = WatchHub::new();
+        assert!(!hub.is_watched("c"));
         hub.publish("c", || panic!("no watcher, no event"));
     }
 
@@ -112,9 +121,11 @@ mod tests {
     async fn subscribers_see_later_events_and_sweep_drops_unwatched() {
         let hub = WatchHub::new();
         let mut rx = hub.subscribe("c");
+        assert!(hub.is_watched("c"));
         hub.publish("c", || ev(1));
         assert_eq!(rx.recv().await.unwrap().entry.sequence, 1);
         drop(rx);
+        assert!(!hub.is_watched("c"));
         assert_eq!(hub.sweep(), 0);
     }
 
