@@ -28,6 +28,7 @@ use futures::Stream;
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,12 @@ pub type WatchEvents = Pin<Box<dyn Stream<Item = Result<proto::WatchEvent, Statu
 /// The watcher as a stream: it runs only while the gRPC layer polls it, and stops (dropping
 /// its ring cursor) when the client goes away.
 pub fn watch_events(shared: Arc<Shared>, spec: WatchSpec) -> WatchEvents {
+    let mut stop = shared.shutdown.clone();
     let watcher = Watcher {
+        shutdown: Box::pin(async move {
+            // An error means the sender is gone: the server is going away too.
+            let _ = stop.wait_for(|stop| *stop).await;
+        }),
         shared,
         last_seen: spec.from_sequence,
         spec,
@@ -96,6 +102,9 @@ enum End {
 
 struct Watcher {
     shared: Arc<Shared>,
+    /// Completes when the server starts shutting down: registered once per watcher, not
+    /// once per event.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     spec: WatchSpec,
     /// Every sequence up to this one has been examined and handed over (or filtered out).
     last_seen: u64,
@@ -181,10 +190,10 @@ impl Watcher {
                     }
                 }
                 Phase::Live(mut live) => {
-                    let mut shutdown = self.shared.shutdown.clone();
                     let received = tokio::select! {
-                        _ = shutdown.wait_for(|stop| *stop) => return Err(Some(End::Shutdown)),
+                        biased;
                         r = live.recv() => r,
+                        () = &mut self.shutdown => return Err(Some(End::Shutdown)),
                     };
                     match received {
                         Ok(ev) => {
