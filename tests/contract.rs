@@ -556,6 +556,44 @@ async fn watch_catches_up_then_streams_live_with_roots() {
     ledger.shutdown().await;
 }
 
+/// A backlog of several catch-up pages (128 entries each), filtered by key: every match in
+/// order, the caught-up marker only after the last of them, then live matches — with the
+/// non-matching tail of the backlog skipped rather than mistaken for a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_watch_over_several_pages_marks_caught_up_after_the_backlog() {
+    let (ledger, c) = start_memory().await;
+    let stored = fill(&c, "pages", 400).await; // keys rotate facts, intents, traces
+    let mut stream = c
+        .watch(proto::WatchRequest {
+            context_id: "pages".into(),
+            key: "intents".into(),
+            from_sequence: 0,
+            signal_caught_up: true,
+        })
+        .await
+        .unwrap();
+    let want: Vec<u64> = stored
+        .iter()
+        .filter(|e| e.key == "intents")
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(want.len(), 133);
+    for &seq in &want {
+        let ev = stream.next().await.unwrap().unwrap();
+        assert!(!ev.caught_up, "marker before sequence {seq}");
+        assert_eq!(ev.entry.unwrap().sequence, seq);
+    }
+    let marker = stream.next().await.unwrap().unwrap();
+    assert!(marker.caught_up && marker.entry.is_none());
+    // Stored entries end with 400 (key facts): the filter skipped it. Live: 401 facts,
+    // 402 intents.
+    fill(&c, "pages", 2).await;
+    let live = stream.next().await.unwrap().unwrap();
+    assert_eq!(live.entry.as_ref().unwrap().sequence, 402);
+    assert_eq!(live.entry.unwrap().key, "intents");
+    ledger.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_ends_with_unavailable_on_shutdown() {
     let (ledger, c) = start_memory().await;
