@@ -620,6 +620,43 @@ pub(crate) mod tests {
         join.join().unwrap();
     }
 
+    /// Information only (no assertion on time): how long 1,000 SetEpochs for 1,000
+    /// contexts take through the fsync-mode writer, all queued at once (a failover) and one
+    /// at a time. `cargo test --lib measure_set_epochs -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_set_epochs() {
+        const N: usize = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+        let (tx, join) = spawn_writer(store.clone(), |r| r.expect("clean exit")).unwrap();
+        let send = |i: usize, epoch: u64| {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            tx.blocking_send(WriterMsg::Replica(crate::storage::ReplicaOp::SetEpoch {
+                context_id: Arc::from(format!("c{i}").as_str()),
+                epoch,
+                done,
+            }))
+            .ok()
+            .unwrap();
+            rx
+        };
+        let started = Instant::now();
+        let rxs: Vec<_> = (0..N).map(|i| send(i, 1)).collect();
+        for rx in rxs {
+            assert_eq!(rx.blocking_recv().unwrap(), Ok(()));
+        }
+        let queued = started.elapsed();
+        let started = Instant::now();
+        for i in 0..N {
+            assert_eq!(send(i, 2).blocking_recv().unwrap(), Ok(()));
+        }
+        let serial = started.elapsed();
+        eprintln!("{N} SetEpochs, fsync mode: all queued {queued:?}; one at a time {serial:?}");
+        drop(tx);
+        join.join().unwrap();
+    }
+
     #[test]
     fn a_log_that_skips_batches_after_the_checkpoint_is_refused() {
         let mut heads = Heads::default();
