@@ -19,11 +19,21 @@
 //! and batch N+2 is logged; each fdatasync covers everything logged while the previous one
 //! and the commits ran.
 //!
+//! **Epochs.** A `ReplicaOp::SetEpoch` joins the batch being taken like a write: it is
+//! logged in that batch's record (`wal_record`, the epochs section), made durable by the
+//! same fdatasync, applied to CONTEXT_EPOCH (only if higher than the stored epoch) in the
+//! same `Durability::None` transaction as the batch's writes (`writer::write_batch`), and
+//! its `done` is answered after both, in queue order with the writes' `on_done`. So an
+//! epoch raised before a write of the same context is durable no later than that write, and
+//! taking over many contexts costs no durable redb commit per context. A batch may hold
+//! only epochs. A replay re-applies logged epochs as max(stored, logged).
+//!
 //! **Barriers.** A checkpoint (every `CHECKPOINT_INTERVAL` or `CHECKPOINT_BYTES` of log, on
-//! the background `Sync`, and at shutdown) and a replica op stop the intake until every
-//! logged batch is committed, then run one durable redb commit (with quick repair) that
-//! records the last batch (`writer::checkpoint`); after it the log restarts at offset 0.
-//! A replica op is that commit, so a replay can never redo what a quarantine removed.
+//! the background `Sync`, and at shutdown) and a quarantine (`ReplicaOp::Quarantine`) stop
+//! the intake until every logged batch is committed, then run one durable redb commit (with
+//! quick repair) that records the last batch (`writer::checkpoint`); after it the log
+//! restarts at offset 0. A quarantine is that commit, so a replay can never redo what it
+//! removed. A checkpoint covers the epochs of the batches it covers, like their writes.
 //!
 //! **Failures.** A failed log write fails its batch (nothing was acknowledged; the next
 //! record overwrites it). A failed fdatasync or redb commit leaves the log and redb in an
@@ -44,6 +54,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::oneshot;
 
 /// A checkpoint at least this often while appends keep coming: bounds the replay after a
 /// crash to about this much work.
@@ -51,19 +62,47 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// ... and after this many bytes of log: bounds the log file.
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
+/// A replication epoch logged with a batch (`ReplicaOp::SetEpoch`).
+struct EpochOp {
+    context_id: Arc<str>,
+    epoch: u64,
+    done: oneshot::Sender<Result<(), LedgerError>>,
+}
+
+/// One request of a batch, in queue order.
+enum Queued {
+    Write(WriteOp),
+    Epoch(EpochOp),
+}
+
+impl Queued {
+    /// Answers a request that will not be applied (or whose fate is unknown) with `e`.
+    fn fail(self, e: LedgerError) {
+        match self {
+            Queued::Write(op) => op.complete(Err(e)),
+            Queued::Epoch(ep) => {
+                // The caller may have stopped waiting (`raise_epoch` never waits).
+                let _ = ep.done.send(Err(e));
+            }
+        }
+    }
+}
+
 /// A batch logged (or refused whole) and not yet completed.
 struct Pending {
     /// The log batch whose fdatasync makes this one durable (for a batch with nothing to
     /// log, the last one before it: it completes in order after it).
     through: u64,
-    ops: Vec<WriteOp>,
-    /// Per op: the reason it was refused before logging, if it was.
+    items: Vec<Queued>,
+    /// Per item: the reason it was refused before logging, if it was (an epoch is refused
+    /// only when its record could not be written).
     refused: Vec<Option<LedgerError>>,
 }
 
 /// What stops the intake until the pipeline is empty.
 enum Barrier {
     Checkpoint,
+    /// A quarantine (a `SetEpoch` is batched, never a barrier).
     Replica(ReplicaOp),
 }
 
@@ -103,7 +142,7 @@ pub(crate) fn run(
     let mut last_checkpoint = Instant::now();
     let mut barrier: Option<Barrier> = None;
     let mut closed = false;
-    let mut batch: Vec<WriteOp> = Vec::with_capacity(BATCH_OPS_MAX);
+    let mut batch: Vec<Queued> = Vec::with_capacity(BATCH_OPS_MAX);
 
     let outcome = loop {
         // 1. Log what is queued (blocking only when nothing is in flight).
@@ -135,8 +174,17 @@ pub(crate) fn run(
                 match msg {
                     WriterMsg::Write(op) => {
                         bytes += op.entries.iter().map(|e| e.payload.len()).sum::<usize>();
-                        batch.push(op);
+                        batch.push(Queued::Write(op));
                     }
+                    WriterMsg::Replica(ReplicaOp::SetEpoch {
+                        context_id,
+                        epoch,
+                        done,
+                    }) => batch.push(Queued::Epoch(EpochOp {
+                        context_id,
+                        epoch,
+                        done,
+                    })),
                     // The background tick (every second, at any phase): checkpoints
                     // when appends stopped before this loop's own timer could fire.
                     WriterMsg::Sync if last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL / 2 => {
@@ -236,11 +284,11 @@ pub(crate) fn run(
             tracing::error!(error = %e, "write-ahead-log writer stops; a new writer will replay the log");
             let held = p.pending.len();
             for b in p.pending.drain(..) {
-                for op in b.ops {
-                    op.complete(Err(LedgerError::Unavailable(format!(
+                for item in b.items {
+                    item.fail(LedgerError::Unavailable(format!(
                         "the write was logged but not confirmed ({e}); it may still be \
                          applied when the log is replayed"
-                    ))));
+                    )));
                 }
             }
             tracing::error!(batches = held, "ops in flight failed");
@@ -260,15 +308,20 @@ struct Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
-    /// Checks each op of `batch` (drained) and logs those that continue their context.
-    fn log_batch(&mut self, log: &mut WalLog, batch: &mut Vec<WriteOp>, written: &mut u64) {
-        let ops: Vec<WriteOp> = std::mem::take(batch);
-        let mut refused: Vec<Option<LedgerError>> = Vec::with_capacity(ops.len());
+    /// Checks each write of `batch` (drained) and logs those that continue their context,
+    /// with every epoch of the batch, as one record.
+    fn log_batch(&mut self, log: &mut WalLog, batch: &mut Vec<Queued>, written: &mut u64) {
+        let items: Vec<Queued> = std::mem::take(batch);
+        let mut refused: Vec<Option<LedgerError>> = Vec::with_capacity(items.len());
         // Latest per context as this batch goes; merged into `inflight` once logged.
         let mut latest: HashMap<Arc<str>, u64> = HashMap::new();
         let read = self.store.database().begin_read();
         let mut table = None;
-        for op in &ops {
+        for item in &items {
+            let Queued::Write(op) = item else {
+                refused.push(None);
+                continue;
+            };
             let known = latest
                 .get(&op.context_id)
                 .or_else(|| self.inflight.get(&op.context_id))
@@ -290,24 +343,35 @@ impl Pipeline<'_> {
         }
         drop(table);
         drop(read);
-        let logged = ops
+        let logged = items
             .iter()
             .zip(&refused)
-            .filter(|(_, r)| r.is_none())
-            .map(|(op, _)| OpRef {
-                context_id: &op.context_id,
-                expect_prev: op.expect_prev,
-                entries: &op.entries,
-                nodes: &op.nodes,
-                idempotency: &op.idempotency,
+            .filter_map(|(item, r)| match (item, r) {
+                (Queued::Write(op), None) => Some(OpRef {
+                    context_id: &op.context_id,
+                    expect_prev: op.expect_prev,
+                    entries: &op.entries,
+                    nodes: &op.nodes,
+                    idempotency: &op.idempotency,
+                }),
+                _ => None,
             });
+        let epochs: Vec<(&str, u64)> = items
+            .iter()
+            .filter_map(|item| match item {
+                Queued::Epoch(ep) => Some((&*ep.context_id, ep.epoch)),
+                Queued::Write(_) => None,
+            })
+            .collect();
         let count = refused.iter().filter(|r| r.is_none()).count();
+        let writes = count - epochs.len();
         let mut through = *written;
         if count > 0 {
             let failed = match encode_record(
                 &mut self.record,
                 log.next_batch(),
-                ExactLen(logged, count),
+                ExactLen(logged, writes),
+                epochs.iter().copied(),
             ) {
                 Err(e) => Some(LedgerError::TooLarge(format!("{e}; nothing was written"))),
                 Ok(()) => match log.append(&self.record) {
@@ -333,46 +397,68 @@ impl Pipeline<'_> {
                 }
             }
         }
+        drop(epochs);
         self.pending.push_back(Pending {
             through,
-            ops,
+            items,
             refused,
         });
     }
 
     /// Commits the first `n` pending batches (durable in the log) into redb in one
-    /// transaction and completes their ops in order. Returns the last log batch covered.
+    /// transaction, their writes and epochs, and completes their items in queue order.
+    /// Returns the last log batch covered.
     fn commit(&mut self, n: usize) -> Result<u64, String> {
         let started = Instant::now();
         let batches: Vec<Pending> = self.pending.drain(..n).collect();
         let through = batches.last().map_or(0, |b| b.through);
-        let to_write: Vec<&WriteOp> = batches
-            .iter()
-            .flat_map(|b| b.ops.iter().zip(&b.refused))
-            .filter(|(_, r)| r.is_none())
-            .map(|(op, _)| op)
+        let logged = || {
+            batches
+                .iter()
+                .flat_map(|b| b.items.iter().zip(&b.refused))
+                .filter(|(_, r)| r.is_none())
+                .map(|(item, _)| item)
+        };
+        let to_write: Vec<&WriteOp> = logged()
+            .filter_map(|item| match item {
+                Queued::Write(op) => Some(op),
+                Queued::Epoch(_) => None,
+            })
+            .collect();
+        let epochs: Vec<(&str, u64)> = logged()
+            .filter_map(|item| match item {
+                Queued::Epoch(ep) => Some((&*ep.context_id, ep.epoch)),
+                Queued::Write(_) => None,
+            })
             .collect();
         let mut outcomes = Vec::with_capacity(to_write.len());
-        let committed = if to_write.is_empty() {
+        let committed = if to_write.is_empty() && epochs.is_empty() {
             Ok(())
         } else {
-            write_batch(self.store, &to_write, redb::Durability::None, &mut outcomes)
+            write_batch(
+                self.store,
+                &to_write,
+                &epochs,
+                redb::Durability::None,
+                &mut outcomes,
+            )
         };
-        let ops = to_write.len();
+        let (ops, epoch_count) = (to_write.len(), epochs.len());
         drop(to_write);
+        drop(epochs);
         if self.pending.is_empty() {
             self.inflight.clear();
         }
         if let Err(e) = committed {
             let msg = format!("redb commit of logged batches through {through} failed: {e}");
             for b in batches {
-                for (op, refused) in b.ops.into_iter().zip(b.refused) {
-                    op.complete(Err(refused.unwrap_or_else(|| {
+                for (item, refused) in b.items.into_iter().zip(b.refused) {
+                    item.fail(refused.unwrap_or_else(|| {
                         LedgerError::Unavailable(format!(
                             "{msg}; the write is logged and may still be applied when the \
                              log is replayed"
                         ))
-                    })));
+                    }));
                 }
             }
             return Err(msg);
@@ -380,21 +466,27 @@ impl Pipeline<'_> {
         tracing::trace!(
             batches = n,
             ops,
+            epochs = epoch_count,
             elapsed_us = started.elapsed().as_micros() as u64,
             "logged batches committed"
         );
         let mut outcomes = outcomes.into_iter();
         for b in batches {
-            for (op, refused) in b.ops.into_iter().zip(b.refused) {
-                let r = match refused {
-                    Some(e) => Err(e),
-                    None => match outcomes.next() {
-                        Some(Ok(_)) => Ok(DurabilityMode::Fsynced),
-                        Some(Err(e)) => Err(e),
-                        None => Err(LedgerError::Internal("an op lost its outcome".into())),
-                    },
-                };
-                op.complete(r);
+            for (item, refused) in b.items.into_iter().zip(b.refused) {
+                match (item, refused) {
+                    (item, Some(e)) => item.fail(e),
+                    (Queued::Epoch(ep), None) => {
+                        let _ = ep.done.send(Ok(()));
+                    }
+                    (Queued::Write(op), None) => {
+                        let r = match outcomes.next() {
+                            Some(Ok(_)) => Ok(DurabilityMode::Fsynced),
+                            Some(Err(e)) => Err(e),
+                            None => Err(LedgerError::Internal("an op lost its outcome".into())),
+                        };
+                        op.complete(r);
+                    }
+                }
             }
         }
         Ok(through)
@@ -472,12 +564,91 @@ mod tests {
 
     type Results = Arc<Mutex<Vec<(usize, bool)>>>;
 
-    fn tagged(mut op: WriteOp, i: usize, results: &Results) -> WriteOp {
+    fn tagged(mut op: WriteOp, i: usize, results: &Results) -> Queued {
         let results = results.clone();
         op.on_done = Some(Box::new(move |r, _| {
             results.lock().unwrap().push((i, r.is_ok()));
         }));
-        op
+        Queued::Write(op)
+    }
+
+    fn epoch_op(ctx: &str, epoch: u64) -> (Queued, oneshot::Receiver<Result<(), LedgerError>>) {
+        let (done, rx) = oneshot::channel();
+        let op = EpochOp {
+            context_id: Arc::from(ctx),
+            epoch,
+            done,
+        };
+        (Queued::Epoch(op), rx)
+    }
+
+    /// Epochs are logged in their batch's record (a batch may hold only epochs), applied
+    /// in its commit, and answered only after it, with the writes, in queue order.
+    #[test]
+    fn epochs_are_logged_with_their_batch_and_answered_after_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+        let mut log = recover(&store, dir.path()).unwrap();
+        let results: Results = Arc::default();
+        let mut heads = Heads::default();
+        let mut stale = Heads::default();
+        let mut p = Pipeline {
+            store: &store,
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            record: Vec::new(),
+        };
+        let mut written = log.next_batch() - 1;
+        let (e1, mut r1) = epoch_op("a", 4);
+        let (e2, mut r2) = epoch_op("b", 2);
+        let mut first = vec![
+            e1,
+            tagged(heads.op("a", 1), 0, &results),
+            tagged(stale.op("a", 1), 1, &results), // expects 0 again: refused, not logged
+            e2,
+        ];
+        p.log_batch(&mut log, &mut first, &mut written);
+        let (e3, mut r3) = epoch_op("a", 3); // lower than 4: stays 4
+        let mut second = vec![e3];
+        p.log_batch(&mut log, &mut second, &mut written);
+        assert_eq!(written, 2);
+        assert!(r1.try_recv().is_err() && r2.try_recv().is_err() && r3.try_recv().is_err());
+        let reader = store.reader().unwrap();
+        assert_eq!(reader.epoch("a").unwrap(), 0);
+        drop(reader);
+        let bytes = std::fs::read(dir.path().join("wal").join("segment")).unwrap();
+        let found = scan(&bytes);
+        let decoded: Vec<Vec<(String, u64)>> = found
+            .records
+            .iter()
+            .map(|(_, p)| {
+                decode_payload(&bytes::Bytes::copy_from_slice(p))
+                    .unwrap()
+                    .epochs
+                    .into_iter()
+                    .map(|e| (e.context_id, e.epoch))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            decoded,
+            [
+                vec![("a".to_string(), 4), ("b".to_string(), 2)],
+                vec![("a".to_string(), 3)]
+            ]
+        );
+        assert_eq!(p.commit(2), Ok(2));
+        assert_eq!(
+            (r1.try_recv(), r2.try_recv(), r3.try_recv()),
+            (Ok(Ok(())), Ok(Ok(())), Ok(Ok(())))
+        );
+        assert_eq!(*results.lock().unwrap(), [(0, true), (1, false)]);
+        let reader = store.reader().unwrap();
+        assert_eq!(
+            (reader.epoch("a").unwrap(), reader.epoch("b").unwrap()),
+            (4, 2)
+        );
+        heads.assert_stored(&store, &[("a", 1)]);
     }
 
     /// Contiguity is checked against batches logged and not yet in redb; a refused op is
@@ -522,7 +693,9 @@ mod tests {
         let bytes = std::fs::read(dir.path().join("wal").join("segment")).unwrap();
         let found = scan(&bytes);
         assert_eq!(found.records.len(), 2);
-        let ops = decode_payload(&bytes::Bytes::copy_from_slice(found.records[1].1)).unwrap();
+        let ops = decode_payload(&bytes::Bytes::copy_from_slice(found.records[1].1))
+            .unwrap()
+            .ops;
         let logged: Vec<(&str, u64)> = ops
             .iter()
             .map(|o| (o.context_id.as_str(), o.expect_prev))

@@ -55,10 +55,17 @@ pub const WAL_CHECKPOINT_KEY: &str = "wal_checkpoint";
 ///   layout-2 store is upgraded in place at open (its log is empty); the bump is for older
 ///   builds: they do not read `wal/`, and after a crash acknowledged appends may be only
 ///   there, so they must refuse the data dir rather than silently lose them.
-pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/3";
+/// - `converge-ledger/4`: layout 3 whose log records may carry replication epochs
+///   (`wal_record`, the optional epochs section): a new epoch is logged with the next batch
+///   instead of a durable redb commit of its own. Tables unchanged. A layout-3 build would
+///   stop reading the log at the first record with epochs and lose every acknowledged
+///   write after it, so it must refuse the data dir. Layouts 2 and 3 are upgraded in place
+///   at open (a layout-3 log holds records without epochs, which this build reads; layout
+///   2 has no log).
+pub const LAYOUT_VERSION: &[u8] = b"converge-ledger/4";
 
-/// The layout this code upgrades in place to `LAYOUT_VERSION` at open.
-pub const LAYOUT_UPGRADABLE: &[u8] = b"converge-ledger/2";
+/// The layouts this code upgrades in place to `LAYOUT_VERSION` at open.
+pub const LAYOUT_UPGRADABLE: &[&[u8]] = &[b"converge-ledger/2", b"converge-ledger/3"];
 
 /// context → the highest replication epoch this node accepted for it (see
 /// `replication::epoch`). Only written on a cluster node; absent = 0.

@@ -173,20 +173,30 @@ impl Store {
                     meta.insert("layout", LAYOUT_VERSION)?;
                 }
                 Some(v) if v == LAYOUT_VERSION => {}
-                Some(v) if v == LAYOUT_UPGRADABLE => {
+                // Marked before the log is replayed (by `open_dir_inner`, next): this build
+                // reads the older log's records, and from this commit on an older build
+                // refuses the data dir, as it must once a record with epochs may follow.
+                Some(v) if LAYOUT_UPGRADABLE.contains(&v.as_slice()) => {
                     tracing::info!(
                         from = %String::from_utf8_lossy(&v),
                         to = %String::from_utf8_lossy(LAYOUT_VERSION),
-                        "upgrading the data dir's layout in place (adds the write-ahead log)"
+                        "upgrading the data dir's layout in place (write-ahead log, epochs \
+                         in its records)"
                     );
                     meta.insert("layout", LAYOUT_VERSION)?;
                 }
                 Some(v) => {
+                    let upgradable: Vec<_> = LAYOUT_UPGRADABLE
+                        .iter()
+                        .map(|l| String::from_utf8_lossy(l))
+                        .collect();
                     return Err(StorageError::Redb(format!(
-                        "data dir holds layout {:?}; this build reads {:?}",
+                        "data dir holds layout {:?}; this build reads {:?} and upgrades {:?} \
+                         in place",
                         String::from_utf8_lossy(&v),
-                        String::from_utf8_lossy(LAYOUT_VERSION)
-                    )))
+                        String::from_utf8_lossy(LAYOUT_VERSION),
+                        upgradable
+                    )));
                 }
             }
             // Create every table so read transactions never meet a missing one.
@@ -598,3 +608,47 @@ const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<StoreReader>();
 };
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn set_layout(dir: &Path, layout: &[u8]) {
+        let db = Database::create(dir.join("ledger.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("layout", layout)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn layout(store: &Store) -> Vec<u8> {
+        let txn = store.database().begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let v = meta.get("layout").unwrap().unwrap().value().to_vec();
+        v
+    }
+
+    #[test]
+    fn layouts_2_and_3_are_upgraded_in_place_and_others_refused() {
+        for old in [b"converge-ledger/2".as_slice(), b"converge-ledger/3"] {
+            let dir = tempfile::tempdir().unwrap();
+            set_layout(dir.path(), old);
+            let store = Store::open_dir(dir.path(), DurabilityMode::Fsynced).unwrap();
+            assert_eq!(layout(&store), b"converge-ledger/4");
+        }
+        for bad in [b"converge-ledger/1".as_slice(), b"converge-ledger/5"] {
+            let dir = tempfile::tempdir().unwrap();
+            set_layout(dir.path(), bad);
+            let err = Store::open_dir(dir.path(), DurabilityMode::Fsynced)
+                .err()
+                .expect("refused")
+                .to_string();
+            let bad = String::from_utf8_lossy(bad);
+            assert!(err.contains(&*bad), "{err}");
+            assert!(err.contains("converge-ledger/4"), "{err}");
+            assert!(err.contains("converge-ledger/3"), "{err}");
+        }
+    }
+}

@@ -3,15 +3,28 @@
 //! ```text
 //! record  = u32be len ‖ u32be crc ‖ u64be batch ‖ payload[len]
 //!           crc = CRC-32 (IEEE, crc32fast) of batch ‖ payload
-//! payload = u32be ops ‖ op*
+//! payload = u32be ops ‖ op* ‖ [epochs]
 //! op      = u32be len ‖ context ‖ u64be expect_prev ‖
 //!           u32be entries ‖ (u32be len ‖ entry value (codec, no nodes))* ‖
 //!           u32be nodes ‖ (u8 level ‖ u64be index ‖ hash[32])* ‖
 //!           u32be pairs ‖ (u32be len ‖ idempotency key ‖ u64be sequence)*
+//! epochs  = u32be count ‖ (u32be len ‖ context ‖ u64be epoch)*        (since layout 4)
 //! ```
 //!
 //! An entry's sequence is not stored: the i-th entry of an op is `expect_prev + 1 + i`
 //! (the writer refuses an op whose entries are not numbered that way before it logs it).
+//!
+//! **Epochs.** A batch may carry replication epochs (`ReplicaOp::SetEpoch`) as an optional
+//! trailing section: absent when the batch has none, so a record without epochs is
+//! byte-for-byte what layout 3 wrote, and a layout-3 record decodes as a batch with no
+//! epochs. The epochs sit after all ops rather than interleaved with them because applying
+//! them commutes with the ops: an epoch goes to CONTEXT_EPOCH as the max of the stored and
+//! the logged value, independent of ENTRIES, and a batch is applied in one transaction, so
+//! the order inside a record does not change the result. A layout-3 build would refuse a
+//! record with the section (trailing bytes), hence the layout bump to 4. Like every other
+//! byte of a payload, the section is guarded by the record's CRC alone: a payload cut
+//! exactly after its ops would read as a batch without epochs, but a cut record fails its
+//! CRC (or its length) first.
 //!
 //! **Reading a log back (`scan`).** Records are read from offset 0; each must carry the
 //! batch number one past the previous one. The first record that is cut short, has a
@@ -55,6 +68,21 @@ pub struct LoggedOp {
     pub idempotency: Vec<(String, u64)>,
 }
 
+/// One logged epoch: a context's replication epoch, applied as max(stored, epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedEpoch {
+    pub context_id: String,
+    pub epoch: u64,
+}
+
+/// A record's payload, decoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoggedBatch {
+    pub ops: Vec<LoggedOp>,
+    /// Empty for a record without the epochs section (every layout-3 record).
+    pub epochs: Vec<LoggedEpoch>,
+}
+
 /// A batch that cannot be logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
@@ -64,11 +92,13 @@ pub enum EncodeError {
     LengthOverflow(usize),
 }
 
-/// Encodes batch `batch` of `ops` as one record into `out` (cleared first).
+/// Encodes batch `batch` of `ops` and `epochs` ((context, epoch) pairs) as one record into
+/// `out` (cleared first). With no epochs, the record has no epochs section.
 pub fn encode_record<'a>(
     out: &mut Vec<u8>,
     batch: u64,
     ops: impl ExactSizeIterator<Item = OpRef<'a>>,
+    epochs: impl ExactSizeIterator<Item = (&'a str, u64)>,
 ) -> Result<(), EncodeError> {
     out.clear();
     out.resize(HEADER_LEN, 0);
@@ -92,6 +122,13 @@ pub fn encode_record<'a>(
         for (key, seq) in op.idempotency {
             put_bytes(out, key.as_bytes())?;
             out.extend_from_slice(&seq.to_be_bytes());
+        }
+    }
+    if epochs.len() > 0 {
+        put_len(out, epochs.len())?;
+        for (ctx, epoch) in epochs {
+            put_bytes(out, ctx.as_bytes())?;
+            out.extend_from_slice(&epoch.to_be_bytes());
         }
     }
     let len = out.len() - HEADER_LEN;
@@ -194,7 +231,7 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
 
 /// Decodes a record's payload (which passed its CRC). The entries' payloads are slices of
 /// `payload`. An error here is not a torn write but a record this build cannot read.
-pub fn decode_payload(payload: &Bytes) -> Result<Vec<LoggedOp>, CodecError> {
+pub fn decode_payload(payload: &Bytes) -> Result<LoggedBatch, CodecError> {
     let mut r = Reader {
         buf: payload,
         pos: 0,
@@ -237,13 +274,27 @@ pub fn decode_payload(payload: &Bytes) -> Result<Vec<LoggedOp>, CodecError> {
             idempotency,
         });
     }
+    let mut epochs = Vec::new();
+    if r.pos != payload.len() {
+        let count = r.u32()? as usize;
+        // Each epoch takes at least 12 bytes.
+        epochs.reserve(count.min(payload.len() / 12));
+        for _ in 0..count {
+            let context_id = r.string("context")?;
+            epochs.push(LoggedEpoch {
+                context_id,
+                epoch: r.u64()?,
+            });
+        }
+    }
     if r.pos != payload.len() {
         return Err(CodecError(format!(
-            "{} trailing bytes after {n} logged ops",
-            payload.len() - r.pos
+            "{} trailing bytes after {n} logged ops and {} epochs",
+            payload.len() - r.pos,
+            epochs.len()
         )));
     }
-    Ok(ops)
+    Ok(LoggedBatch { ops, epochs })
 }
 
 #[cfg(test)]
@@ -304,22 +355,162 @@ mod tests {
 
     /// A log of `batches` records numbered from `first`, and each record's end offset.
     fn log(first: u64, batches: &[Vec<LoggedOp>]) -> (Vec<u8>, Vec<usize>) {
+        let batches: Vec<LoggedBatch> = batches
+            .iter()
+            .map(|ops| LoggedBatch {
+                ops: ops.clone(),
+                epochs: Vec::new(),
+            })
+            .collect();
+        log_batches(first, &batches)
+    }
+
+    /// `log`, with epochs.
+    fn log_batches(first: u64, batches: &[LoggedBatch]) -> (Vec<u8>, Vec<usize>) {
         let mut out = Vec::new();
         let mut ends = Vec::new();
         let mut rec = Vec::new();
-        for (i, ops) in batches.iter().enumerate() {
-            encode_record(&mut rec, first + i as u64, refs(ops)).unwrap();
+        for (i, b) in batches.iter().enumerate() {
+            let epochs = b.epochs.iter().map(|e| (e.context_id.as_str(), e.epoch));
+            encode_record(&mut rec, first + i as u64, refs(&b.ops), epochs).unwrap();
             out.extend_from_slice(&rec);
             ends.push(out.len());
         }
         (out, ends)
     }
 
-    fn decoded(scan: &Scan<'_>) -> Vec<(u64, Vec<LoggedOp>)> {
+    fn no_epochs() -> std::iter::Empty<(&'static str, u64)> {
+        std::iter::empty()
+    }
+
+    fn epochs(pairs: &[(&str, u64)]) -> Vec<LoggedEpoch> {
+        pairs
+            .iter()
+            .map(|(c, e)| LoggedEpoch {
+                context_id: c.to_string(),
+                epoch: *e,
+            })
+            .collect()
+    }
+
+    fn decoded(scan: &Scan<'_>) -> Vec<(u64, LoggedBatch)> {
         scan.records
             .iter()
             .map(|(b, p)| (*b, decode_payload(&Bytes::copy_from_slice(p)).unwrap()))
             .collect()
+    }
+
+    fn ops_of(d: Vec<(u64, LoggedBatch)>) -> Vec<(u64, Vec<LoggedOp>)> {
+        d.into_iter()
+            .map(|(b, l)| {
+                assert!(l.epochs.is_empty());
+                (b, l.ops)
+            })
+            .collect()
+    }
+
+    /// Records with epochs round trip; a record without them is exactly the layout-3
+    /// bytes (no section), and it decodes with zero epochs.
+    #[test]
+    fn epochs_round_trip_and_a_record_without_them_is_the_old_format() {
+        let batches = vec![
+            LoggedBatch {
+                ops: vec![logged("a", 0, 2, 5)],
+                epochs: epochs(&[("a", 7), ("", u64::MAX)]),
+            },
+            LoggedBatch {
+                ops: Vec::new(),
+                epochs: epochs(&[("b", 1)]),
+            },
+            LoggedBatch {
+                ops: vec![logged("b", 0, 1, 3)],
+                epochs: Vec::new(),
+            },
+        ];
+        let (buf, ends) = log_batches(3, &batches);
+        let s = scan(&buf);
+        assert_eq!((s.stop.clone(), s.end), (Stop::End, ends[2]));
+        let got: Vec<LoggedBatch> = decoded(&s).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(got, batches);
+        // The third record, built by hand in the layout-3 grammar (ops only), is the same
+        // bytes, and a hand-built old record of ops decodes with zero epochs.
+        let mut old = Vec::new();
+        encode_record(&mut old, 5, refs(&batches[2].ops), no_epochs()).unwrap();
+        assert_eq!(&buf[ends[1]..], old.as_slice());
+        let payload = &old[HEADER_LEN..];
+        let ops_end = payload.len();
+        assert_eq!(
+            decode_payload(&Bytes::copy_from_slice(payload)).unwrap(),
+            LoggedBatch {
+                ops: batches[2].ops.clone(),
+                epochs: Vec::new()
+            }
+        );
+        // With epochs, the section is exactly count ‖ (len ‖ context ‖ epoch)* after the ops.
+        let mut with = Vec::new();
+        let e = [("b", 9u64)];
+        encode_record(
+            &mut with,
+            5,
+            refs(&batches[2].ops),
+            e.iter().map(|(c, n)| (*c, *n)),
+        )
+        .unwrap();
+        let section = &with[HEADER_LEN + ops_end..];
+        let mut want = 1u32.to_be_bytes().to_vec();
+        want.extend_from_slice(&1u32.to_be_bytes());
+        want.push(b'b');
+        want.extend_from_slice(&9u64.to_be_bytes());
+        assert_eq!(section, want.as_slice());
+        assert_eq!(&with[HEADER_LEN..HEADER_LEN + ops_end], payload);
+    }
+
+    /// A record with epochs cut anywhere or with any bit flipped stops the scan there.
+    #[test]
+    fn a_torn_or_flipped_record_with_epochs_stops_the_scan() {
+        let batches = vec![
+            LoggedBatch {
+                ops: vec![logged("a", 0, 1, 4)],
+                epochs: epochs(&[("a", 2)]),
+            },
+            LoggedBatch {
+                ops: vec![logged("a", 1, 1, 4)],
+                epochs: epochs(&[("a", 3), ("bb", 4)]),
+            },
+        ];
+        let (buf, ends) = log_batches(1, &batches);
+        for cut in 0..=buf.len() {
+            let s = scan(&buf[..cut]);
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(s.records.len(), whole, "cut at {cut}");
+            assert_eq!(
+                matches!(s.stop, Stop::Torn(_)),
+                cut != s.end,
+                "cut at {cut}"
+            );
+        }
+        for bit in ends[0] * 8..buf.len() * 8 {
+            let mut bad = buf.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let s = scan(&bad);
+            assert_eq!((s.records.len(), s.end), (1, ends[0]), "bit {bit}");
+            assert_ne!(s.stop, Stop::End, "bit {bit}");
+        }
+        // A payload cut behind a valid CRC is a decode error, not a panic — except exactly
+        // after the ops, which reads as the record without epochs (the optional section
+        // is guarded by the CRC, like every other byte).
+        let payload = &buf[ends[0] + HEADER_LEN..];
+        let mut ops_only = Vec::new();
+        encode_record(&mut ops_only, 2, refs(&batches[1].ops), no_epochs()).unwrap();
+        let ops_end = ops_only.len() - HEADER_LEN;
+        for cut in 0..payload.len() {
+            let d = decode_payload(&Bytes::copy_from_slice(&payload[..cut]));
+            if cut == ops_end {
+                assert_eq!(d.unwrap().epochs, []);
+            } else {
+                assert!(d.is_err(), "cut at {cut}");
+            }
+        }
     }
 
     #[test]
@@ -333,7 +524,7 @@ mod tests {
         let s = scan(&buf);
         assert_eq!(s.stop, Stop::End);
         assert_eq!(s.end, *ends.last().unwrap());
-        let got = decoded(&s);
+        let got = ops_of(decoded(&s));
         let want: Vec<_> = batches
             .into_iter()
             .enumerate()
@@ -424,7 +615,7 @@ mod tests {
     #[test]
     fn payload_damage_behind_a_valid_crc_is_an_error_not_a_panic() {
         let mut rec = Vec::new();
-        encode_record(&mut rec, 1, refs(&[logged("a", 0, 2, 3)])).unwrap();
+        encode_record(&mut rec, 1, refs(&[logged("a", 0, 2, 3)]), no_epochs()).unwrap();
         let payload = &rec[HEADER_LEN..];
         for cut in 0..payload.len() {
             assert!(decode_payload(&Bytes::copy_from_slice(&payload[..cut])).is_err());
@@ -436,7 +627,7 @@ mod tests {
         let mut rec = Vec::new();
         let mut op = logged("a", 0, 2, 3);
         op.expect_prev = u64::MAX - 1;
-        encode_record(&mut rec, 1, refs(&[op])).unwrap();
+        encode_record(&mut rec, 1, refs(&[op]), no_epochs()).unwrap();
         assert!(decode_payload(&Bytes::copy_from_slice(&rec[HEADER_LEN..])).is_err());
     }
 
@@ -490,12 +681,25 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn arbitrary_batches_round_trip_and_any_cut_stops_cleanly(
-            batches in proptest::collection::vec(proptest::collection::vec(arb_op(), 1..4), 1..4),
+            batches in proptest::collection::vec(
+                (
+                    proptest::collection::vec(arb_op(), 0..4),
+                    proptest::collection::vec((".{0,10}", any::<u64>()), 0..4),
+                )
+                    .prop_map(|(ops, es)| LoggedBatch {
+                        ops,
+                        epochs: es
+                            .into_iter()
+                            .map(|(context_id, epoch)| LoggedEpoch { context_id, epoch })
+                            .collect(),
+                    }),
+                1..4,
+            ),
             first in 1u64..u64::MAX / 2,
             cut_frac in 0usize..1000,
             flip_frac in 0usize..1000,
         ) {
-            let (buf, ends) = log(first, &batches);
+            let (buf, ends) = log_batches(first, &batches);
             let s = scan(&buf);
             prop_assert_eq!(&s.stop, &Stop::End);
             let got = decoded(&s);

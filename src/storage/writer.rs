@@ -111,8 +111,10 @@ pub enum WriterMsg {
     Write(WriteOp),
     /// Make every earlier commit durable now (used by the background sync and at shutdown).
     Sync,
-    /// A replication change (cluster nodes only): committed alone, after every write
-    /// queued before it.
+    /// A replication change (cluster nodes only), after every write queued before it. A
+    /// quarantine commits alone (in fsync mode as a checkpoint); a new epoch does too
+    /// without a write-ahead log, and with one it is logged and committed with the next
+    /// batch (`pipeline`).
     Replica(ReplicaOp),
 }
 
@@ -259,7 +261,7 @@ pub fn commit_batch(store: &Store, batch: &mut Vec<WriteOp>) {
         DurabilityMode::Written | DurabilityMode::Memory => Durability::None,
     };
     let refs: Vec<&WriteOp> = batch.iter().collect();
-    let committed = write_batch(store, &refs, durability, &mut outcomes);
+    let committed = write_batch(store, &refs, &[], durability, &mut outcomes);
     let elapsed_us = started.elapsed().as_micros() as u64;
     match committed {
         Ok(()) => {
@@ -310,17 +312,23 @@ pub(crate) fn continues(op: &WriteOp, stored: u64) -> Result<u64, LedgerError> {
 }
 
 /// Writes every op that continues its context (`continues`), records a per-op outcome
-/// (the context's latest sequence after it), and commits with `durability`. Used by the
-/// writer without a log, by the write-ahead-log writer for batches its fsync made durable,
-/// and by the log's replay — one check, so a replay skips exactly what a first run skips.
+/// (the context's latest sequence after it), raises each context of `epochs` to its epoch
+/// where that is higher than the stored one (`raise_epochs`), and commits all of it in one
+/// transaction with `durability`. Used by the writer without a log, by the write-ahead-log
+/// writer for batches its fsync made durable, and by the log's replay — one check, so a
+/// replay skips exactly what a first run skips, and re-applying an epoch changes nothing.
 pub(crate) fn write_batch(
     store: &Store,
     batch: &[&WriteOp],
+    epochs: &[(&str, u64)],
     durability: Durability,
     outcomes: &mut Vec<Result<u64, LedgerError>>,
 ) -> Result<(), StorageError> {
     let mut txn = store.database().begin_write()?;
     txn.set_durability(durability)?;
+    if !epochs.is_empty() {
+        raise_epochs(&txn, epochs)?;
+    }
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut key_blocks = txn.open_table(KEY_BLOCKS)?;
@@ -396,6 +404,22 @@ pub(crate) fn write_batch(
         }
     }
     txn.commit()?;
+    Ok(())
+}
+
+/// Sets CONTEXT_EPOCH of each context in `epochs` to the max of its stored epoch and the
+/// given one: an epoch is never lowered, and applying the same pairs twice is a no-op.
+pub(crate) fn raise_epochs(
+    txn: &redb::WriteTransaction,
+    epochs: &[(&str, u64)],
+) -> Result<(), StorageError> {
+    let mut t = txn.open_table(CONTEXT_EPOCH)?;
+    for (ctx, epoch) in epochs {
+        let current = t.get(*ctx)?.map_or(0, |v| v.value());
+        if *epoch > current {
+            t.insert(*ctx, *epoch)?;
+        }
+    }
     Ok(())
 }
 

@@ -1,11 +1,17 @@
 //! The writes only replication makes (cluster nodes only): persisting a context's epoch and
-//! moving a divergent tail to quarantine. Each commits alone, after every write queued
-//! before it — in fsync mode as a checkpoint of the write-ahead log, so a replay can never
-//! redo what a quarantine removed. A child of `writer` so it shares its transaction helpers.
+//! moving a divergent tail to quarantine, after every write queued before them.
+//!
+//! A quarantine commits alone — in fsync mode as a checkpoint of the write-ahead log, so a
+//! replay can never redo what it removed. A new epoch commits alone only in the writer
+//! without a log (`writer::run`); in fsync mode the pipeline logs it in the next batch's
+//! record and applies it in that batch's transaction (`writer::raise_epochs`), so a failover
+//! costs no durable redb commit per context. A child of `writer` so it shares its
+//! transaction helpers.
 
 use super::*;
 
-/// Writes only replication makes. Each answers on its oneshot after its own commit.
+/// Writes only replication makes. Each answers on its oneshot once it is durable: after its
+/// own commit, or (a `SetEpoch` in fsync mode) after its batch's fdatasync and commit.
 pub enum ReplicaOp {
     /// Remember the highest epoch accepted for a context.
     SetEpoch {
@@ -35,13 +41,7 @@ pub(crate) fn run_replica_op(store: &Store, op: ReplicaOp, checkpoint: Option<u6
         } => {
             let r = (|| -> Result<(), StorageError> {
                 let txn = begin(store, checkpoint)?;
-                {
-                    let mut t = txn.open_table(CONTEXT_EPOCH)?;
-                    let current = t.get(&*context_id)?.map_or(0, |v| v.value());
-                    if epoch > current {
-                        t.insert(&*context_id, epoch)?;
-                    }
-                }
+                raise_epochs(&txn, &[(&context_id, epoch)])?;
                 txn.commit()?;
                 Ok(())
             })();
