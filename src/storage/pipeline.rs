@@ -128,12 +128,7 @@ pub(crate) fn run(
         })
         .map_err(|e| format!("cannot start the write-ahead-log sync thread: {e}"))?;
 
-    let mut p = Pipeline {
-        store,
-        pending: VecDeque::new(),
-        inflight: HashMap::new(),
-        record: Vec::with_capacity(1 << 16),
-    };
+    let mut p = Pipeline::new(store);
     let mut written = log.next_batch() - 1;
     let mut synced = written;
     let mut syncing = false;
@@ -307,7 +302,16 @@ struct Pipeline<'a> {
     record: Vec<u8>,
 }
 
-impl Pipeline<'_> {
+impl<'a> Pipeline<'a> {
+    fn new(store: &'a Store) -> Self {
+        Pipeline {
+            store,
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            record: Vec::with_capacity(1 << 16),
+        }
+    }
+
     /// Checks each write of `batch` (drained) and logs those that continue their context,
     /// with every epoch of the batch, as one record.
     fn log_batch(&mut self, log: &mut WalLog, batch: &mut Vec<Queued>, written: &mut u64) {
@@ -592,12 +596,7 @@ mod tests {
         let results: Results = Arc::default();
         let mut heads = Heads::default();
         let mut stale = Heads::default();
-        let mut p = Pipeline {
-            store: &store,
-            pending: VecDeque::new(),
-            inflight: HashMap::new(),
-            record: Vec::new(),
-        };
+        let mut p = Pipeline::new(&store);
         let mut written = log.next_batch() - 1;
         let (e1, mut r1) = epoch_op("a", 4);
         let (e2, mut r2) = epoch_op("b", 2);
@@ -661,12 +660,7 @@ mod tests {
         let results: Results = Arc::default();
         let mut heads = Heads::default();
         let mut stale = Heads::default();
-        let mut p = Pipeline {
-            store: &store,
-            pending: VecDeque::new(),
-            inflight: HashMap::new(),
-            record: Vec::new(),
-        };
+        let mut p = Pipeline::new(&store);
         let mut written = log.next_batch() - 1;
         let mut first = vec![tagged(heads.op("a", 3), 0, &results)];
         p.log_batch(&mut log, &mut first, &mut written);
