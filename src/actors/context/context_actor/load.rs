@@ -98,6 +98,20 @@ pub(super) async fn load(
     submit(state, op).await;
 }
 
+/// The fields in which a snapshot's entry and the stored one must agree (`compare_prefix`).
+type Comparable = (u64, String, Bytes, Metadata, u64, u64);
+
+fn comparable(e: &Entry) -> Comparable {
+    (
+        e.sequence,
+        e.key.clone(),
+        e.payload.clone(),
+        e.metadata.clone(),
+        e.appended_at_ns,
+        e.lamport_clock,
+    )
+}
+
 /// Checks that the stored entries equal the snapshot's first entries in content
 /// (sequence, key, payload, metadata, appended_at_ns, lamport_clock) and that no snapshot
 /// id beyond them collides with a stored id.
@@ -108,19 +122,7 @@ pub(super) async fn compare_prefix(
     let store = state.shared.store.clone();
     let ctx = state.context_id.clone();
     let stored = state.sequence;
-    let expected: Vec<(u64, String, Bytes, Metadata, u64, u64)> = prefix
-        .iter()
-        .map(|e| {
-            (
-                e.sequence,
-                e.key.clone(),
-                e.payload.clone(),
-                e.metadata.clone(),
-                e.appended_at_ns,
-                e.lamport_clock,
-            )
-        })
-        .collect();
+    let expected: Vec<Comparable> = prefix.iter().map(comparable).collect();
     tokio::task::spawn_blocking(move || -> LedgerResult<HashSet<String>> {
         let reader = store.reader()?;
         let mut ids = HashSet::new();
@@ -134,15 +136,7 @@ pub(super) async fn compare_prefix(
             for e in page {
                 after = e.sequence;
                 if let Some(x) = expected.get(i) {
-                    let got = (
-                        e.sequence,
-                        e.key.clone(),
-                        e.payload.clone(),
-                        e.metadata.clone(),
-                        e.appended_at_ns,
-                        e.lamport_clock,
-                    );
-                    if &got != x {
+                    if &comparable(&e) != x {
                         return Err(LedgerError::FailedPrecondition(format!(
                             "snapshot diverges from context {ctx:?} at sequence {}; nothing was written",
                             e.sequence
