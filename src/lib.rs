@@ -9,6 +9,8 @@
 //! - `integrity`: canonical bytes and content hashes, the RFC 9162 Merkle tree and its
 //!   proofs, Lamport clocks (pure).
 //! - `snapshot`: the versioned CBOR snapshot format and its verification (pure).
+//! - `consensus`: the ledger on Raft (raft-rs): the replicated commands, the apply rules
+//!   every member shares, the leader's single writer, and a deterministic simulator.
 //! - `replication`: the cluster's rules (pure): who owns a context, epochs and which history
 //!   is authoritative, divergence detection, the versioned replication messages. The
 //!   actors that apply them are in `actors::replication`.
@@ -29,6 +31,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod consensus;
 #[cfg(test)]
 mod doc_check;
 pub mod error;

@@ -3,8 +3,9 @@
 //! runs `pipeline`: durability from the write-ahead log (`wal`, records in `wal_record`),
 //! redb committed without fsync and checkpointed about once a second.
 
-mod codec;
+pub(crate) mod codec;
 mod pipeline;
+pub mod raft_log;
 mod schema;
 mod store;
 pub mod wal;

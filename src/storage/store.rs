@@ -74,7 +74,7 @@ impl From<StorageError> for LedgerError {
 
 /// What a context's single writer needs to continue appending: rebuilt from storage in
 /// O(log n) reads when a ContextActor starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {
     pub sequence: u64,
     pub lamport_clock: u64,

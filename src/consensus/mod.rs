@@ -1,0 +1,25 @@
+//! Consensus: the ledger on Raft. A context belongs to a Raft group; the group's leader is
+//! the single writer of its contexts; an append is acknowledged once its entry is committed
+//! (durable on a majority of the group) and applied. Raft itself is tikv's raft-rs (see
+//! docs/CLUSTER.md for why): a sans-I/O `RawNode` that the shell ticks, steps and drains —
+//! which is what lets [`sim`] run whole groups deterministically in one thread.
+//!
+//! What is ours is how the ledger sits on Raft, all pure:
+//! - `command`: the replicated commands — one Raft entry is one proposal batch of appends;
+//! - `apply_rules`: what every member does with a committed append (apply, duplicate,
+//!   conflict, stale), decided from its own applied state so that all decide alike;
+//! - `leader_writer`: the leader's speculative heads, so many appends to one context can be
+//!   in one proposal;
+//! - `raft_config`: the Raft settings (ticks, election timeout, check-quorum, pre-vote);
+//! - `sim`: the deterministic simulator and the checker of the ledger's promises.
+//!
+//! Status: this is step 1 of the move to Raft (issue "Replication on Raft"): the rules and
+//! the simulator of one group over every node. The server still replicates with the
+//! owner/epoch protocol of `replication` until the Raft actor replaces it.
+
+pub mod apply_rules;
+pub mod command;
+pub mod leader_writer;
+pub mod raft_config;
+#[doc(hidden)]
+pub mod sim;

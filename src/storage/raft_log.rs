@@ -1,0 +1,384 @@
+//! The durable Raft log of a node's groups, in its own redb database (`DATA_DIR/raft.redb`),
+//! and raft-rs's `Storage` over it.
+//!
+//! Why a database of its own: the Raft log is written with one fsync per `Ready` (an entry
+//! counts toward a commit only once it is durable on the member), while the ledger's own
+//! tables are made durable by the write-ahead log and lazy redb commits. Sharing one redb
+//! file would make every Raft fsync also flush the ledger's dirty pages.
+//!
+//! Tables (keys start with the group id, so each group's rows are one range):
+//! - `raft_entries`: (group, index) → a raft-rs `Entry` (protobuf bytes);
+//! - `raft_state`: group → hard state, configuration and the index and term of the last
+//!   entry compacted away (layout below).
+//!
+//! ```text
+//! state := u8 version (=1) ‖ u32be len ‖ HardState ‖ u32be len ‖ ConfState ‖
+//!          u64be compacted_index ‖ u64be compacted_term
+//! ```
+//!
+//! Invariant: the entries of a group are exactly `compacted_index + 1 ..= last_index`, with
+//! no gap; `last_index` and the state are cached, so `first_index`, `last_index`,
+//! `initial_state` and `term` of the compaction point read no table.
+
+use super::codec::Reader;
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+const ENTRIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_entries");
+const STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_state");
+const STATE_VERSION: u8 = 1;
+
+/// A failure of the Raft log's storage. The member cannot go on without its log: the shell
+/// stops the group and logs this.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RaftLogError {
+    #[error("raft log {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("raft log of group {group} is corrupt: {reason}")]
+    Corrupt { group: u64, reason: String },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Cached {
+    hard_state: HardState,
+    conf_state: ConfState,
+    compacted_index: u64,
+    compacted_term: u64,
+    last_index: u64,
+}
+
+/// One group's Raft log. Cheap to clone: clones share the database and the cache.
+#[derive(Clone)]
+pub struct RaftLogStore {
+    db: Arc<Database>,
+    path: Arc<str>,
+    group: u64,
+    cached: Arc<RwLock<Cached>>,
+}
+
+/// Opens (or creates) `DATA_DIR/raft.redb`.
+pub fn open_database(dir: &Path) -> Result<Arc<Database>, RaftLogError> {
+    let path = dir.join("raft.redb");
+    Database::create(&path)
+        .map(Arc::new)
+        .map_err(|e| RaftLogError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// A database in memory, for `--memory` nodes and tests.
+pub fn memory_database() -> Result<Arc<Database>, RaftLogError> {
+    Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .map(Arc::new)
+        .map_err(|e| RaftLogError::Io {
+            path: "(memory)".into(),
+            reason: e.to_string(),
+        })
+}
+
+fn encode_state(c: &Cached) -> Vec<u8> {
+    let hs = c.hard_state.write_to_bytes().expect("HardState encodes");
+    let cs = c.conf_state.write_to_bytes().expect("ConfState encodes");
+    let mut out = Vec::with_capacity(25 + hs.len() + cs.len());
+    out.push(STATE_VERSION);
+    out.extend_from_slice(&(hs.len() as u32).to_be_bytes());
+    out.extend_from_slice(&hs);
+    out.extend_from_slice(&(cs.len() as u32).to_be_bytes());
+    out.extend_from_slice(&cs);
+    out.extend_from_slice(&c.compacted_index.to_be_bytes());
+    out.extend_from_slice(&c.compacted_term.to_be_bytes());
+    out
+}
+
+fn decode_state(group: u64, b: &[u8]) -> Result<Cached, RaftLogError> {
+    let corrupt = |reason: String| RaftLogError::Corrupt { group, reason };
+    let mut r = Reader { buf: b, pos: 0 };
+    let version = r.take(1).map_err(|e| corrupt(e.0))?[0];
+    if version != STATE_VERSION {
+        return Err(corrupt(format!(
+            "state version {version}, this build reads {STATE_VERSION}"
+        )));
+    }
+    let hs = HardState::parse_from_bytes(r.bytes().map_err(|e| corrupt(e.0))?)
+        .map_err(|e| corrupt(format!("hard state: {e}")))?;
+    let cs = ConfState::parse_from_bytes(r.bytes().map_err(|e| corrupt(e.0))?)
+        .map_err(|e| corrupt(format!("configuration: {e}")))?;
+    Ok(Cached {
+        hard_state: hs,
+        conf_state: cs,
+        compacted_index: r.u64().map_err(|e| corrupt(e.0))?,
+        compacted_term: r.u64().map_err(|e| corrupt(e.0))?,
+        last_index: 0,
+    })
+}
+
+impl RaftLogStore {
+    /// Opens group `group`'s log; a group never seen starts empty with `voters` as its
+    /// first configuration (the `--peer` seeds).
+    pub fn open(
+        db: Arc<Database>,
+        path: &str,
+        group: u64,
+        voters: &[u64],
+    ) -> Result<Self, RaftLogError> {
+        let io = |e: &dyn std::fmt::Display| RaftLogError::Io {
+            path: path.to_string(),
+            reason: e.to_string(),
+        };
+        let txn = db.begin_write().map_err(|e| io(&e))?;
+        let cached = {
+            let mut state = txn.open_table(STATE).map_err(|e| io(&e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| io(&e))?;
+            let stored = state
+                .get(group)
+                .map_err(|e| io(&e))?
+                .map(|v| v.value().to_vec());
+            match stored {
+                Some(bytes) => {
+                    let mut c = decode_state(group, &bytes)?;
+                    c.last_index = entries
+                        .range((group, 0)..=(group, u64::MAX))
+                        .map_err(|e| io(&e))?
+                        .next_back()
+                        .transpose()
+                        .map_err(|e| io(&e))?
+                        .map_or(c.compacted_index, |(k, _)| k.value().1);
+                    c
+                }
+                None => {
+                    let c = Cached {
+                        conf_state: ConfState::from((voters.to_vec(), vec![])),
+                        ..Default::default()
+                    };
+                    state
+                        .insert(group, encode_state(&c).as_slice())
+                        .map_err(|e| io(&e))?;
+                    c
+                }
+            }
+        };
+        txn.commit().map_err(|e| io(&e))?;
+        Ok(RaftLogStore {
+            db,
+            path: path.into(),
+            group,
+            cached: Arc::new(RwLock::new(cached)),
+        })
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> RaftLogError {
+        RaftLogError::Io {
+            path: self.path.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
+        self.cached.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a `Ready`'s entries and hard state durable in one transaction (fsynced when
+    /// `fsync`). Entries from `entries[0].index` on replace whatever the log held there
+    /// (a new leader's log wins over an uncommitted suffix).
+    pub fn persist(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        fsync: bool,
+    ) -> Result<(), RaftLogError> {
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(());
+        }
+        let mut next = self.read().clone();
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.set_durability(if fsync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+            if let Some(first) = entries.first() {
+                assert!(
+                    first.index > next.compacted_index && first.index <= next.last_index + 1,
+                    "raft-rs appends {} to a log holding {}..={}",
+                    first.index,
+                    next.compacted_index + 1,
+                    next.last_index
+                );
+                for i in first.index..=next.last_index {
+                    table.remove((self.group, i)).map_err(|e| self.io(e))?;
+                }
+                for e in entries {
+                    let bytes = e.write_to_bytes().map_err(|e| self.io(e))?;
+                    table
+                        .insert((self.group, e.index), bytes.as_slice())
+                        .map_err(|e| self.io(e))?;
+                }
+                next.last_index = entries.last().expect("not empty").index;
+            }
+            if let Some(hs) = hard_state {
+                next.hard_state = hs.clone();
+            }
+            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
+            state
+                .insert(self.group, encode_state(&next).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Records a commit index learnt after the `Ready` was persisted (`LightReady`).
+    pub fn set_commit(&self, commit: u64, fsync: bool) -> Result<(), RaftLogError> {
+        let mut hs = self.read().hard_state.clone();
+        hs.commit = commit;
+        self.persist(&[], Some(&hs), fsync)
+    }
+
+    /// Drops every entry up to and including `through` (applied, and part of a snapshot).
+    pub fn compact(&self, through: u64) -> Result<(), RaftLogError> {
+        let mut next = self.read().clone();
+        if through <= next.compacted_index {
+            return Ok(());
+        }
+        assert!(
+            through <= next.hard_state.commit,
+            "compacting through {through}, beyond the commit index {}",
+            next.hard_state.commit
+        );
+        let term = raft::Storage::term(self, through).map_err(|e| self.io(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+            for i in next.compacted_index + 1..=through {
+                table.remove((self.group, i)).map_err(|e| self.io(e))?;
+            }
+            next.compacted_index = through;
+            next.compacted_term = term;
+            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
+            state
+                .insert(self.group, encode_state(&next).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.read().hard_state.clone()
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(RaftStorageError::Other(e.to_string().into()))
+}
+
+impl raft::Storage for RaftLogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let c = self.read();
+        Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        {
+            let c = self.read();
+            if low <= c.compacted_index {
+                return Err(raft::Error::Store(RaftStorageError::Compacted));
+            }
+            if high > c.last_index + 1 {
+                return Err(raft::Error::Store(RaftStorageError::Unavailable));
+            }
+        }
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(ENTRIES).map_err(store_err)?;
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for row in table
+            .range((self.group, low)..(self.group, high))
+            .map_err(store_err)?
+        {
+            let (k, v) = row.map_err(store_err)?;
+            let e = Entry::parse_from_bytes(v.value()).map_err(store_err)?;
+            if e.index != k.value().1 || e.index != low + out.len() as u64 {
+                return Err(store_err(format!(
+                    "group {}: row {} holds entry {} (expected {})",
+                    self.group,
+                    k.value().1,
+                    e.index,
+                    low + out.len() as u64
+                )));
+            }
+            size += u64::from(protobuf::Message::compute_size(&e));
+            // raft-rs's rule: at least one entry, then stop before exceeding the limit.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        if out.is_empty() && low < high {
+            return Err(store_err(format!(
+                "group {}: entries {low}..{high} missing",
+                self.group
+            )));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        {
+            let c = self.read();
+            if idx == c.compacted_index {
+                return Ok(c.compacted_term);
+            }
+            if idx < c.compacted_index {
+                return Err(raft::Error::Store(RaftStorageError::Compacted));
+            }
+            if idx > c.last_index {
+                return Err(raft::Error::Store(RaftStorageError::Unavailable));
+            }
+        }
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(ENTRIES).map_err(store_err)?;
+        let v = table
+            .get((self.group, idx))
+            .map_err(store_err)?
+            .ok_or_else(|| store_err(format!("group {}: entry {idx} missing", self.group)))?;
+        Ok(Entry::parse_from_bytes(v.value()).map_err(store_err)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.read().compacted_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.read().last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Group snapshots (streamed contexts, Merkle-verified) are the compaction step of
+        // the issue, not built yet; until then nothing is compacted, so no follower needs one.
+        Err(raft::Error::Store(
+            RaftStorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
