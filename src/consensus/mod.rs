@@ -10,6 +10,8 @@
 //!   conflict, stale), decided from its own applied state so that all decide alike;
 //! - `leader_writer`: the leader's speculative heads, so many appends to one context can be
 //!   in one proposal;
+//! - `member`: one member of a group, sans I/O: `RawNode` plus the writer, batching, the
+//!   apply loop and the waiters — the same code in the simulator and in the server;
 //! - `raft_config`: the Raft settings (ticks, election timeout, check-quorum, pre-vote);
 //! - `sim`: the deterministic simulator and the checker of the ledger's promises.
 //!
@@ -20,6 +22,7 @@
 pub mod apply_rules;
 pub mod command;
 pub mod leader_writer;
+pub mod member;
 pub mod raft_config;
 #[doc(hidden)]
 pub mod sim;

@@ -58,6 +58,9 @@ pub struct RaftLogStore {
     path: Arc<str>,
     group: u64,
     cached: Arc<RwLock<Cached>>,
+    /// Whether [`RaftDisk`](crate::consensus::member::RaftDisk) writes are fsynced
+    /// (`--durability fsync`, the default) or not (`none`).
+    fsync: bool,
 }
 
 /// Opens (or creates) `DATA_DIR/raft.redb`.
@@ -169,7 +172,14 @@ impl RaftLogStore {
             path: path.into(),
             group,
             cached: Arc::new(RwLock::new(cached)),
+            fsync: true,
         })
+    }
+
+    /// Whether the member's writes are fsynced (default: yes).
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
     }
 
     fn io(&self, e: impl std::fmt::Display) -> RaftLogError {
@@ -276,6 +286,16 @@ impl RaftLogStore {
 
     pub fn hard_state(&self) -> HardState {
         self.read().hard_state.clone()
+    }
+}
+
+impl crate::consensus::member::RaftDisk for RaftLogStore {
+    type Error = RaftLogError;
+    fn persist(&self, entries: &[Entry], hs: Option<&HardState>) -> Result<(), RaftLogError> {
+        RaftLogStore::persist(self, entries, hs, self.fsync)
+    }
+    fn set_commit(&self, commit: u64) -> Result<(), RaftLogError> {
+        RaftLogStore::set_commit(self, commit, self.fsync)
     }
 }
 

@@ -3,7 +3,7 @@
 //! watchers saw.
 
 use super::machine::MemoryMachine;
-use super::node::Applied;
+use crate::consensus::member::Applied;
 use crate::integrity::canonical::entry_content_hash;
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::model::Hash;

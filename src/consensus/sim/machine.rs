@@ -11,6 +11,8 @@
 
 use crate::consensus::apply_rules::{decide_append, AppendDecision, LogPosition};
 use crate::consensus::command::AppendOp;
+use crate::consensus::member::AppliedState;
+use crate::error::LedgerResult;
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::model::{Entry, Hash};
 use crate::storage::Head;
@@ -170,5 +172,23 @@ impl MemoryMachine {
                 }
             }
         }
+    }
+}
+
+impl AppliedState for MemoryMachine {
+    fn applied(&self) -> (u64, u64) {
+        (self.applied_index, self.applied_term)
+    }
+    fn head(&self, context: &str) -> LedgerResult<Head> {
+        Ok(MemoryMachine::head(self, context))
+    }
+    fn first_with_key(&self, context: &str, key: &str) -> LedgerResult<Option<Entry>> {
+        Ok(MemoryMachine::first_with_key(self, context, key).cloned())
+    }
+    fn apply(&mut self, at: LogPosition, op: &AppendOp) -> AppendDecision {
+        MemoryMachine::apply(self, at, op)
+    }
+    fn entry_applied(&mut self, index: u64, term: u64) {
+        MemoryMachine::entry_applied(self, index, term)
     }
 }

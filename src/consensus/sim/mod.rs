@@ -21,9 +21,10 @@ pub mod checker;
 pub mod machine;
 pub mod node;
 
+use crate::consensus::member::Outcome;
 use crate::consensus::raft_config::RaftTiming;
 use checker::{Ack, Violation, Watcher};
-use node::{Answer, ClientAppend, Output, Reply, SimNode};
+use node::{ClientAppend, NodeOutput, SimNode};
 use raft::prelude::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -141,6 +142,13 @@ enum Fault {
     Pause(usize),
     Resume(usize),
     Loss(f64),
+}
+
+/// A node's answer to a client's attempt `request`.
+struct Reply {
+    client: usize,
+    request: u64,
+    answer: Outcome,
 }
 
 struct Client {
@@ -358,7 +366,7 @@ impl Sim {
                 if self.nodes[i].paused {
                     return;
                 }
-                let mut out = Output::default();
+                let mut out = NodeOutput::default();
                 self.nodes[i].tick(&mut out);
                 self.emit(i, out);
             }
@@ -371,7 +379,7 @@ impl Sim {
                     self.held[to].push(msg);
                     return;
                 }
-                let mut out = Output::default();
+                let mut out = NodeOutput::default();
                 self.nodes[to].step(msg, &mut out);
                 self.emit(to, out);
             }
@@ -380,7 +388,7 @@ impl Sim {
                 if !self.nodes[node].is_up() || self.nodes[node].paused {
                     return; // lost: the client times out
                 }
-                let mut out = Output::default();
+                let mut out = NodeOutput::default();
                 let now_ns = self.now_us * 1000;
                 self.nodes[node].client_append(req, now_ns, &mut out);
                 self.emit(node, out);
@@ -391,7 +399,7 @@ impl Sim {
                 if !self.nodes[i].is_up() || self.nodes[i].paused {
                     return;
                 }
-                let mut out = Output::default();
+                let mut out = NodeOutput::default();
                 self.nodes[i].flush(&mut out);
                 self.emit(i, out);
             }
@@ -494,7 +502,7 @@ impl Sim {
             Fault::Restart(i) => {
                 if !self.nodes[i].is_up() {
                     self.nodes[i].start();
-                    let mut out = Output::default();
+                    let mut out = NodeOutput::default();
                     self.nodes[i].tick(&mut out);
                     self.emit(i, out);
                 }
@@ -508,7 +516,7 @@ impl Sim {
                 if self.nodes[i].paused {
                     self.nodes[i].paused = false;
                     let held = std::mem::take(&mut self.held[i]);
-                    let mut out = Output::default();
+                    let mut out = NodeOutput::default();
                     for msg in held {
                         self.nodes[i].step(msg, &mut out);
                     }
@@ -521,7 +529,7 @@ impl Sim {
 
     /// Sends what a node produced: messages through the faulty network, answers to
     /// clients, applied entries to the node's watcher.
-    fn emit(&mut self, from: usize, out: Output) {
+    fn emit(&mut self, from: usize, out: NodeOutput) {
         let leader_now = self.nodes[from]
             .role()
             .is_some_and(|(r, _)| r == raft::StateRole::Leader);
@@ -546,9 +554,16 @@ impl Sim {
             }
             self.at(delay, Event::Deliver { to, msg });
         }
-        for reply in out.replies {
+        for ((client, request), answer) in out.answers {
             let delay = self.rng.random_range(100..2_000);
-            self.at(delay, Event::Answer(reply));
+            self.at(
+                delay,
+                Event::Answer(Reply {
+                    client,
+                    request,
+                    answer,
+                }),
+            );
         }
         for a in out.applied {
             if let Some(v) = self.watchers[from].receive(from as u64 + 1, &a) {
@@ -620,7 +635,7 @@ impl Sim {
         }
         let (op, context, payload, key) = self.clients[c].current.clone().expect("checked");
         match reply.answer {
-            Answer::Acked { entry, duplicate } => {
+            Outcome::Acked { entry, duplicate } => {
                 if entry.payload.as_ref() != payload.as_bytes() {
                     self.violations.push(Violation::WrongAck {
                         context: context.clone(),
@@ -641,7 +656,7 @@ impl Sim {
                 let think = self.rng.random_range(0..5_000);
                 self.at(think, Event::ClientNext(c));
             }
-            Answer::NotLeader { hint } => {
+            Outcome::NotLeader { hint } => {
                 let n = self.nodes.len();
                 self.clients[c].leader_guess = if hint == 0 {
                     self.rng.random_range(0..n)
@@ -650,13 +665,11 @@ impl Sim {
                 };
                 self.retry_or_give_up(c, key.is_empty(), 5_000);
             }
-            Answer::Retry(_) => self.retry_or_give_up(c, key.is_empty(), 5_000),
-            Answer::Conflict => {
+            Outcome::Retry(_) => self.retry_or_give_up(c, key.is_empty(), 5_000),
+            Outcome::Failed(e) => {
                 self.violations.push(Violation::WrongAck {
                     context,
-                    detail: format!(
-                        "client {c} append {op}: a retry of the same content under key {key:?} was refused as a conflict"
-                    ),
+                    detail: format!("client {c} append {op} (key {key:?}) was refused: {e}"),
                 });
                 self.clients[c].current = None;
                 self.at(1_000, Event::ClientNext(c));

@@ -246,3 +246,74 @@ fn raft_rs_runs_on_the_redb_log_and_restarts_from_it() {
         .entries(commit, commit + 1, None, GetEntriesContext::empty(false));
     assert_eq!(last.unwrap()[0].data.as_ref(), b"p2");
 }
+
+/// The member the server will run, on this log: a one-member group acknowledges appends
+/// after commit, and after a restart (the applied state lost) re-applies them from the log.
+#[test]
+fn a_member_on_the_redb_log_acknowledges_and_reapplies_after_a_restart() {
+    use crate::consensus::leader_writer::NewEntry;
+    use crate::consensus::member::{Member, Outcome, Output};
+    use crate::consensus::raft_config::{raft_config, ElectionJitter, RaftTiming};
+    use crate::consensus::sim::machine::MemoryMachine;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb").display().to_string();
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let timing = RaftTiming::default();
+    let cfg = raft_config(1, 0, &timing, ElectionJitter::Raft);
+    let mut machine = MemoryMachine::default();
+    {
+        let store = RaftLogStore::open(open_database(dir.path()).unwrap(), &path, 1, &[1]).unwrap();
+        let mut member: Member<RaftLogStore, u32> = Member::new(&cfg, store, 1, &logger).unwrap();
+        let mut out = Output::default();
+        for _ in 0..2 * timing.election_ticks {
+            member.tick(&mut machine, &mut out).unwrap();
+        }
+        assert!(
+            member.ready_to_write(&machine),
+            "a lone member elects itself"
+        );
+        for i in 0..3u32 {
+            let req = NewEntry {
+                key: "k".into(),
+                payload: format!("p{i}").into_bytes().into(),
+                metadata: Default::default(),
+                received_lamport_clock: 0,
+                idempotency_key: format!("key-{i}"),
+            };
+            member.append(
+                i,
+                "ctx",
+                req,
+                format!("id-{i}"),
+                1_000 + u64::from(i),
+                &machine,
+                &mut out,
+            );
+        }
+        member.flush(&mut machine, &mut out).unwrap();
+        let acked: Vec<u64> = out
+            .answers
+            .iter()
+            .map(|(_, o)| match o {
+                Outcome::Acked {
+                    entry,
+                    duplicate: false,
+                } => entry.sequence,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(acked, vec![1, 2, 3]);
+    }
+    // A restart with nothing of the applied state durable: Raft re-applies the log.
+    let mut fresh = MemoryMachine::default();
+    let store = RaftLogStore::open(open_database(dir.path()).unwrap(), &path, 1, &[1]).unwrap();
+    let mut member: Member<RaftLogStore, u32> = Member::new(&cfg, store, 2, &logger).unwrap();
+    let mut out = Output::default();
+    for _ in 0..2 * timing.election_ticks {
+        member.tick(&mut fresh, &mut out).unwrap();
+    }
+    assert_eq!(
+        fresh.contexts["ctx"].entries,
+        machine.contexts["ctx"].entries
+    );
+}
