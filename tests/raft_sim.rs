@@ -71,6 +71,20 @@ fn seeds_1000000_to_1000999_keep_every_promise() {
     );
 }
 
+/// The same runs with the server's durable Raft log (`RaftLogStore`, on in-memory redb,
+/// reopened at every restart) as every member's disk.
+#[test]
+fn seeds_2000000_to_2000099_keep_every_promise_on_the_redb_raft_log() {
+    let n = (seeds() / 10).max(1);
+    for seed in 2_000_000..2_000_000 + n {
+        let r = run(SimConfig {
+            redb_log: true,
+            ..SimConfig::for_seed(seed)
+        });
+        assert_clean(&r);
+    }
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     for seed in [7, 12_345] {

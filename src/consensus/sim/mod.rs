@@ -53,6 +53,9 @@ pub struct SimConfig {
     pub settle: Duration,
     pub faults: bool,
     pub bug: Option<PlantedBug>,
+    /// Keep the Raft log in the server's `RaftLogStore` (on in-memory redb) instead of
+    /// raft-rs's `MemStorage`.
+    pub redb_log: bool,
 }
 
 impl SimConfig {
@@ -67,6 +70,7 @@ impl SimConfig {
             settle: Duration::from_millis(2000),
             faults: true,
             bug: None,
+            redb_log: false,
         }
     }
 }
@@ -197,7 +201,7 @@ impl Sim {
         let n = cfg.nodes;
         let voters: Vec<u64> = (1..=n as u64).collect();
         let nodes = (0..n)
-            .map(|i| SimNode::new(i as u64 + 1, voters.clone(), TIMING, cfg.bug))
+            .map(|i| SimNode::new(i as u64 + 1, voters.clone(), TIMING, cfg.bug, cfg.redb_log))
             .collect();
         let clients = (0..cfg.clients)
             .map(|c| Client {

@@ -8,9 +8,11 @@ use super::PlantedBug;
 use crate::consensus::leader_writer::NewEntry;
 use crate::consensus::member::{Member, Outcome, Output, RaftDisk};
 use crate::consensus::raft_config::{raft_config, ElectionJitter, RaftTiming};
-use raft::prelude::{ConfState, HardState, Message};
+use crate::storage::raft_log::{self, RaftLogStore};
+use raft::prelude::{ConfState, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
-use raft::StateRole;
+use raft::{GetEntriesContext, RaftState, StateRole, Storage};
+use std::sync::Arc;
 
 impl RaftDisk for MemStorage {
     type Error = raft::Error;
@@ -32,6 +34,80 @@ impl RaftDisk for MemStorage {
     }
 }
 
+/// Where a simulated member keeps its Raft log: raft-rs's own `MemStorage`, or the
+/// server's [`RaftLogStore`] on an in-memory redb database (reopened at every restart, so
+/// its recovery is exercised too).
+#[derive(Clone)]
+pub enum SimDisk {
+    Memory(MemStorage),
+    Redb(RaftLogStore),
+}
+
+impl Storage for SimDisk {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        match self {
+            SimDisk::Memory(d) => d.initial_state(),
+            SimDisk::Redb(d) => d.initial_state(),
+        }
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<raft::prelude::Entry>> {
+        match self {
+            SimDisk::Memory(d) => d.entries(low, high, max_size, context),
+            SimDisk::Redb(d) => d.entries(low, high, max_size, context),
+        }
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        match self {
+            SimDisk::Memory(d) => d.term(idx),
+            SimDisk::Redb(d) => d.term(idx),
+        }
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        match self {
+            SimDisk::Memory(d) => d.first_index(),
+            SimDisk::Redb(d) => d.first_index(),
+        }
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        match self {
+            SimDisk::Memory(d) => d.last_index(),
+            SimDisk::Redb(d) => d.last_index(),
+        }
+    }
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        match self {
+            SimDisk::Memory(d) => d.snapshot(request_index, to),
+            SimDisk::Redb(d) => d.snapshot(request_index, to),
+        }
+    }
+}
+
+impl RaftDisk for SimDisk {
+    type Error = String;
+    fn persist(
+        &self,
+        entries: &[raft::prelude::Entry],
+        hs: Option<&HardState>,
+    ) -> Result<(), String> {
+        match self {
+            SimDisk::Memory(d) => RaftDisk::persist(d, entries, hs).map_err(|e| e.to_string()),
+            SimDisk::Redb(d) => RaftDisk::persist(d, entries, hs).map_err(|e| e.to_string()),
+        }
+    }
+    fn set_commit(&self, commit: u64) -> Result<(), String> {
+        match self {
+            SimDisk::Memory(d) => RaftDisk::set_commit(d, commit).map_err(|e| e.to_string()),
+            SimDisk::Redb(d) => RaftDisk::set_commit(d, commit).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// A client's append, as it reaches a node.
 #[derive(Clone, Debug)]
 pub struct ClientAppend {
@@ -49,10 +125,13 @@ pub type NodeOutput = Output<Waiter>;
 
 pub struct SimNode {
     pub id: u64,
-    disk: MemStorage,
+    disk: SimDisk,
+    /// With a redb disk: the database, which outlives the member's crashes.
+    redb: Option<Arc<redb::Database>>,
+    voters: Vec<u64>,
     /// The applied state (what survives a crash is up to its last `make_durable`).
     pub machine: MemoryMachine,
-    member: Option<Member<MemStorage, Waiter>>,
+    member: Option<Member<SimDisk, Waiter>>,
     timing: RaftTiming,
     incarnation: u64,
     pub paused: bool,
@@ -65,11 +144,27 @@ fn logger() -> slog::Logger {
 }
 
 impl SimNode {
-    pub fn new(id: u64, voters: Vec<u64>, timing: RaftTiming, bug: Option<PlantedBug>) -> Self {
-        let disk = MemStorage::new_with_conf_state(ConfState::from((voters, vec![])));
+    pub fn new(
+        id: u64,
+        voters: Vec<u64>,
+        timing: RaftTiming,
+        bug: Option<PlantedBug>,
+        redb_log: bool,
+    ) -> Self {
+        let (disk, redb) = if redb_log {
+            let db = raft_log::memory_database().expect("an in-memory redb opens");
+            let log =
+                RaftLogStore::open(db.clone(), "(sim)", 1, &voters).expect("an empty log opens");
+            (SimDisk::Redb(log), Some(db))
+        } else {
+            let mem = MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
+            (SimDisk::Memory(mem), None)
+        };
         let mut node = SimNode {
             id,
             disk,
+            redb,
+            voters,
             machine: MemoryMachine::default(),
             member: None,
             timing,
@@ -90,7 +185,18 @@ impl SimNode {
     pub fn start(&mut self) {
         assert!(self.member.is_none(), "node {} is already up", self.id);
         self.incarnation += 1;
-        let commit = self.disk.rl().hard_state().commit;
+        if let Some(db) = &self.redb {
+            // As a restarted process does: reopen the log from what the database holds.
+            let log = RaftLogStore::open(db.clone(), "(sim)", 1, &self.voters)
+                .unwrap_or_else(|e| panic!("node {}: the Raft log does not reopen: {e}", self.id));
+            self.disk = SimDisk::Redb(log);
+        }
+        let commit = self
+            .disk
+            .initial_state()
+            .expect("the simulated disk answers")
+            .hard_state
+            .commit;
         // Invariant: the state machine never runs ahead of the persisted commit index.
         assert!(self.machine.applied_index <= commit);
         let cfg = raft_config(
@@ -129,26 +235,26 @@ impl SimNode {
         self.member.as_ref().map(Member::role)
     }
 
-    fn member(&mut self) -> Option<(&mut Member<MemStorage, Waiter>, &mut MemoryMachine)> {
+    fn member(&mut self) -> Option<(&mut Member<SimDisk, Waiter>, &mut MemoryMachine)> {
         self.member.as_mut().map(|m| (m, &mut self.machine))
     }
 
     pub fn tick(&mut self, out: &mut NodeOutput) {
         if let Some((m, state)) = self.member() {
-            m.tick(state, out).expect("the in-memory disk never fails");
+            m.tick(state, out).expect("the simulated disk never fails");
         }
     }
 
     pub fn step(&mut self, msg: Message, out: &mut NodeOutput) {
         if let Some((m, state)) = self.member() {
             m.step(msg, state, out)
-                .expect("the in-memory disk never fails");
+                .expect("the simulated disk never fails");
         }
     }
 
     pub fn flush(&mut self, out: &mut NodeOutput) {
         if let Some((m, state)) = self.member() {
-            m.flush(state, out).expect("the in-memory disk never fails");
+            m.flush(state, out).expect("the simulated disk never fails");
         }
     }
 
