@@ -4,7 +4,9 @@
 //! and frozen nodes; each run ends healed and is checked (see `consensus::sim::checker`).
 //!
 //! A failing seed prints itself; replay it exactly with
-//! `SIM_SEED=<seed> cargo test --release --test raft_sim replay_one_seed -- --ignored --nocapture`.
+//! `SIM_SEED=<seed> cargo test --release --test raft_sim replay_one_seed -- --ignored --nocapture`
+//! (with `SIM_DEBUG=1`, it prints the elections, faults and membership changes as they happen).
+//! One seed in three also adds a spare node as a learner, promotes it and removes a voter.
 //! More seeds: `SIM_SEEDS=100000 cargo test --release --test raft_sim many_seeds -- --ignored`.
 
 use converge_ledger::consensus::sim::{run, PlantedBug, SimConfig, SimReport};
@@ -41,7 +43,11 @@ fn assert_clean(r: &SimReport) {
 fn run_range(first: u64, count: u64) -> (usize, usize) {
     let (mut acked, mut elections) = (0, 0);
     for seed in first..first + count {
-        let r = run(SimConfig::for_seed(seed));
+        let r = std::panic::catch_unwind(|| run(SimConfig::for_seed(seed))).unwrap_or_else(|_| {
+            panic!(
+                "seed {seed} panicked; replay: SIM_SEED={seed} cargo test --release --test raft_sim replay_one_seed -- --ignored --nocapture"
+            )
+        });
         assert_clean(&r);
         acked += r.acked;
         elections += r.elections;

@@ -20,7 +20,10 @@ use super::leader_writer::{Generation, LeaderWriter, NewEntry};
 use crate::error::{LedgerError, LedgerResult};
 use crate::model::{Entry, EntryContent, Hash};
 use crate::storage::Head;
-use raft::prelude::{EntryType, HardState, Message};
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfState, EntryType, HardState, Message, Snapshot,
+};
 use raft::{RawNode, StateRole};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -37,6 +40,20 @@ pub trait RaftDisk: raft::Storage {
     ) -> Result<(), Self::Error>;
     /// Records a commit index learnt after the `Ready` was persisted.
     fn set_commit(&self, commit: u64) -> Result<(), Self::Error>;
+    /// Records the configuration after an applied membership change.
+    fn set_conf_state(&self, cs: &ConfState) -> Result<(), Self::Error>;
+    /// Replaces the log with a snapshot received from the leader.
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), Self::Error>;
+}
+
+/// A change of a group's members, one at a time: a new member joins as a learner (it
+/// receives the log but does not vote), is promoted to voter once it has caught up, and a
+/// voter it replaces is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    AddLearner(u64),
+    Promote(u64),
+    Remove(u64),
 }
 
 /// The member's applied state: what every member holds of the group's contexts.
@@ -54,6 +71,9 @@ pub trait AppliedState {
     ) -> AppendDecision;
     /// Every op of Raft entry `index` (of `term`) is applied.
     fn entry_applied(&mut self, index: u64, term: u64);
+    /// Installs an empty snapshot at `index` (the group's bootstrap snapshot, for a member
+    /// that joins): fails unless nothing is applied yet.
+    fn restore_empty(&mut self, index: u64, term: u64) -> Result<(), String>;
 }
 
 /// The answer to one append.
@@ -126,6 +146,8 @@ pub struct Member<D: RaftDisk, W> {
     waiters: BTreeMap<ProposalId, Vec<Pending<W>>>,
     role_term: (StateRole, u64),
     ack_on_propose: bool,
+    /// This leader applied its own removal: step down once the current Ready is done.
+    step_down: bool,
 }
 
 impl<D: RaftDisk, W> Member<D, W> {
@@ -148,6 +170,7 @@ impl<D: RaftDisk, W> Member<D, W> {
             queued: Vec::new(),
             waiters: BTreeMap::new(),
             ack_on_propose: false,
+            step_down: false,
         })
     }
 
@@ -172,6 +195,71 @@ impl<D: RaftDisk, W> Member<D, W> {
 
     pub fn raw(&self) -> &RawNode<D> {
         &self.raw
+    }
+
+    /// The configuration this member applied last.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// Whether member `id` holds every committed entry (as far as this leader knows).
+    pub fn caught_up(&self, id: u64) -> bool {
+        self.raw
+            .raft
+            .prs()
+            .get(id)
+            .is_some_and(|p| p.matched >= self.raw.raft.raft_log.committed)
+    }
+
+    /// Proposes a membership change. Only a leader ready to write takes one, and only one at
+    /// a time: raft-rs turns a second change proposed before the first is applied into an
+    /// empty entry. The change takes effect when applied; watch [`conf_state`](Self::conf_state).
+    pub fn propose_membership(
+        &mut self,
+        change: MembershipChange,
+        state: &mut impl AppliedState,
+        out: &mut Output<W>,
+    ) -> Result<(), LedgerError> {
+        if !self.ready_to_write(state) {
+            return Err(LedgerError::Unavailable(format!(
+                "member {} is not the leader (the leader it knows: {}); membership changes go to the leader",
+                self.id(),
+                self.leader_hint()
+            )));
+        }
+        if change == MembershipChange::Remove(self.id()) {
+            return Err(LedgerError::FailedPrecondition(format!(
+                "member {} leads the group: transfer the leadership to another voter before removing it",
+                self.id()
+            )));
+        }
+        let (kind, node) = match change {
+            MembershipChange::AddLearner(n) => (ConfChangeType::AddLearnerNode, n),
+            MembershipChange::Promote(n) => (ConfChangeType::AddNode, n),
+            MembershipChange::Remove(n) => (ConfChangeType::RemoveNode, n),
+        };
+        let cc = ConfChange {
+            change_type: kind,
+            node_id: node,
+            ..Default::default()
+        };
+        self.raw
+            .propose_conf_change(vec![], cc)
+            .map_err(|e| LedgerError::Unavailable(format!("{change:?} was not proposed: {e}")))?;
+        self.drive(state, out)
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))
+    }
+
+    /// Asks member `to` to take over the leadership (it campaigns at once once it has this
+    /// leader's log). Only meaningful on the leader; the change shows in [`role`](Self::role).
+    pub fn transfer_leadership(
+        &mut self,
+        to: u64,
+        state: &mut impl AppliedState,
+        out: &mut Output<W>,
+    ) -> Result<(), DiskFailed> {
+        self.raw.transfer_leader(to);
+        self.drive(state, out)
     }
 
     /// Leader, with every entry of earlier terms applied.
@@ -323,12 +411,24 @@ impl<D: RaftDisk, W> Member<D, W> {
             let mut rd = self.raw.ready();
             out.messages.extend(rd.take_messages());
             if rd.snapshot().get_metadata().index != 0 {
-                return Err(DiskFailed(
-                    "a group snapshot arrived, but snapshots are not built yet".into(),
-                ));
+                let snap = rd.snapshot();
+                let meta = snap.get_metadata();
+                if !snap.data.is_empty() {
+                    return Err(DiskFailed(format!(
+                        "a snapshot of the group's contexts at index {} arrived, but snapshots with data are not built yet",
+                        meta.index
+                    )));
+                }
+                state
+                    .restore_empty(meta.index, meta.term)
+                    .map_err(DiskFailed)?;
+                self.raw
+                    .store()
+                    .apply_snapshot(snap)
+                    .map_err(|e| DiskFailed(e.to_string()))?;
             }
             let committed = rd.take_committed_entries();
-            self.apply(committed, state, out);
+            self.apply(committed, state, out)?;
             let disk = self.raw.store();
             disk.persist(rd.entries(), rd.hs())
                 .map_err(|e| DiskFailed(e.to_string()))?;
@@ -342,8 +442,12 @@ impl<D: RaftDisk, W> Member<D, W> {
             }
             out.messages.extend(light.take_messages());
             let committed = light.take_committed_entries();
-            self.apply(committed, state, out);
+            self.apply(committed, state, out)?;
             self.raw.advance_apply();
+            if std::mem::take(&mut self.step_down) {
+                let term = self.raw.raft.term;
+                self.raw.raft.become_follower(term + 1, raft::INVALID_ID);
+            }
         }
         let now = self.role();
         if now != self.role_term {
@@ -372,20 +476,60 @@ impl<D: RaftDisk, W> Member<D, W> {
         entries: Vec<raft::prelude::Entry>,
         state: &mut impl AppliedState,
         out: &mut Output<W>,
-    ) {
+    ) -> Result<(), DiskFailed> {
         for e in entries {
-            if e.index <= state.applied().0 {
-                continue;
-            }
             match e.get_entry_type() {
-                EntryType::EntryNormal if !e.data.is_empty() => {
+                // Configuration changes are applied even when the state machine already
+                // holds this index (a restart re-delivers them): raft-rs must see each one,
+                // and applying one twice changes nothing.
+                EntryType::EntryConfChange => self.apply_membership(&e)?,
+                EntryType::EntryNormal if e.index > state.applied().0 && !e.data.is_empty() => {
                     self.apply_proposal(e.index, &e.data, state, out)
                 }
-                // The empty entry a new leader appends, and (until membership changes are
-                // built) configuration changes, which no member proposes.
                 _ => {}
             }
-            state.entry_applied(e.index, e.term);
+            if e.index > state.applied().0 {
+                state.entry_applied(e.index, e.term);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_membership(&mut self, e: &raft::prelude::Entry) -> Result<(), DiskFailed> {
+        let cc = match ConfChange::parse_from_bytes(&e.data) {
+            Ok(cc) => cc,
+            Err(err) => {
+                tracing::error!(index = e.index, error = %err, "a committed membership change does not decode; skipped");
+                return Ok(());
+            }
+        };
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                tracing::info!(index = e.index, change = ?cc.get_change_type(), node = cc.node_id,
+                    voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+                if self.raw.raft.state == StateRole::Leader && !cs.voters.contains(&self.id()) {
+                    // raft-rs 0.7 keeps a removed leader leading (and then panics looking up
+                    // its own progress; the simulator found it). Step down into the next
+                    // term, as etcd's raft does; it is no longer promotable, so it will not
+                    // campaign again.
+                    tracing::warn!(
+                        index = e.index,
+                        "this leader was removed from the group's voters; stepping down"
+                    );
+                    // Not now: the hard state must not change inside a Ready's cycle.
+                    self.step_down = true;
+                }
+                self.raw
+                    .store()
+                    .set_conf_state(&cs)
+                    .map_err(|err| DiskFailed(err.to_string()))
+            }
+            Err(err) => {
+                // Every member refuses the same change the same way.
+                tracing::warn!(index = e.index, change = ?cc.get_change_type(), node = cc.node_id,
+                    error = %err, "a committed membership change was refused");
+                Ok(())
+            }
         }
     }
 

@@ -13,7 +13,33 @@
 //! - `pre_vote`: a node returning from a partition does not disrupt a healthy leader with a
 //!   higher term.
 
+use raft::prelude::{ConfState, Snapshot};
 use std::time::Duration;
+
+/// The index and term of a group's bootstrap snapshot. Every member's log starts after an
+/// empty snapshot at this point that holds the group's first configuration (the founding
+/// voters, the `--peer` seeds), so logs begin at `BOOTSTRAP_INDEX + 1` and a member that
+/// joins later replays every membership change from the same starting configuration.
+///
+/// Why: a joiner that started from an empty configuration would apply "add learner 4",
+/// "promote 4" onto nothing and believe itself the only voter — the simulator found exactly
+/// that, a split brain. raft-rs will not install a snapshot whose configuration lacks the
+/// receiver, so a joiner's bootstrap snapshot also lists itself as a learner (which the
+/// "add learner" entry it later applies confirms). Until group snapshots with data exist, the
+/// log is never compacted past this point. The values are TiKV's.
+pub const BOOTSTRAP_INDEX: u64 = 5;
+pub const BOOTSTRAP_TERM: u64 = 5;
+
+/// The bootstrap snapshot of a group founded by `voters`, as seen by a member that is one of
+/// them (`learners` empty) or joins (`learners` = itself).
+pub fn bootstrap_snapshot(voters: &[u64], learners: &[u64]) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let meta = snap.mut_metadata();
+    meta.index = BOOTSTRAP_INDEX;
+    meta.term = BOOTSTRAP_TERM;
+    meta.set_conf_state(ConfState::from((voters.to_vec(), learners.to_vec())));
+    snap
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RaftTiming {

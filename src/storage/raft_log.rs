@@ -8,19 +8,23 @@
 //!
 //! Tables (keys start with the group id, so each group's rows are one range):
 //! - `raft_entries`: (group, index) → a raft-rs `Entry` (protobuf bytes);
-//! - `raft_state`: group → hard state, configuration and the index and term of the last
-//!   entry compacted away (layout below).
+//! - `raft_state`: group → hard state, configuration, and the snapshot the log starts after
+//!   (index, term and configuration of the last entry compacted away; layout below).
 //!
 //! ```text
 //! state := u8 version (=1) ‖ u32be len ‖ HardState ‖ u32be len ‖ ConfState ‖
-//!          u64be compacted_index ‖ u64be compacted_term
+//!          u64be compacted_index ‖ u64be compacted_term ‖ u32be len ‖ ConfState (compacted)
 //! ```
+//!
+//! Every member's log starts after the group's bootstrap snapshot
+//! (`raft_config::bootstrap_snapshot`).
 //!
 //! Invariant: the entries of a group are exactly `compacted_index + 1 ..= last_index`, with
 //! no gap; `last_index` and the state are cached, so `first_index`, `last_index`,
 //! `initial_state` and `term` of the compaction point read no table.
 
 use super::codec::Reader;
+use crate::consensus::raft_config::{bootstrap_snapshot, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
@@ -48,7 +52,29 @@ struct Cached {
     conf_state: ConfState,
     compacted_index: u64,
     compacted_term: u64,
+    /// The configuration as of `compacted_index`.
+    compacted_conf: ConfState,
     last_index: u64,
+}
+
+/// How a group's log starts on this node when it has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitialMembership {
+    /// A founding member of a group founded by these voters.
+    Founding(Vec<u64>),
+    /// Member `me` joins a group founded by `founders`, as a learner, by a membership change
+    /// the leader makes.
+    Joining { founders: Vec<u64>, me: u64 },
+}
+
+impl InitialMembership {
+    /// The bootstrap snapshot this member's log starts after.
+    pub fn bootstrap(&self) -> Snapshot {
+        match self {
+            InitialMembership::Founding(voters) => bootstrap_snapshot(voters, &[]),
+            InitialMembership::Joining { founders, me } => bootstrap_snapshot(founders, &[*me]),
+        }
+    }
 }
 
 /// One group's Raft log. Cheap to clone: clones share the database and the cache.
@@ -96,6 +122,12 @@ fn encode_state(c: &Cached) -> Vec<u8> {
     out.extend_from_slice(&cs);
     out.extend_from_slice(&c.compacted_index.to_be_bytes());
     out.extend_from_slice(&c.compacted_term.to_be_bytes());
+    let ccs = c
+        .compacted_conf
+        .write_to_bytes()
+        .expect("ConfState encodes");
+    out.extend_from_slice(&(ccs.len() as u32).to_be_bytes());
+    out.extend_from_slice(&ccs);
     out
 }
 
@@ -112,11 +144,16 @@ fn decode_state(group: u64, b: &[u8]) -> Result<Cached, RaftLogError> {
         .map_err(|e| corrupt(format!("hard state: {e}")))?;
     let cs = ConfState::parse_from_bytes(r.bytes().map_err(|e| corrupt(e.0))?)
         .map_err(|e| corrupt(format!("configuration: {e}")))?;
+    let compacted_index = r.u64().map_err(|e| corrupt(e.0))?;
+    let compacted_term = r.u64().map_err(|e| corrupt(e.0))?;
+    let compacted_conf = ConfState::parse_from_bytes(r.bytes().map_err(|e| corrupt(e.0))?)
+        .map_err(|e| corrupt(format!("compacted configuration: {e}")))?;
     Ok(Cached {
         hard_state: hs,
         conf_state: cs,
-        compacted_index: r.u64().map_err(|e| corrupt(e.0))?,
-        compacted_term: r.u64().map_err(|e| corrupt(e.0))?,
+        compacted_index,
+        compacted_term,
+        compacted_conf,
         last_index: 0,
     })
 }
@@ -128,7 +165,7 @@ impl RaftLogStore {
         db: Arc<Database>,
         path: &str,
         group: u64,
-        voters: &[u64],
+        initial: &InitialMembership,
     ) -> Result<Self, RaftLogError> {
         let io = |e: &dyn std::fmt::Display| RaftLogError::Io {
             path: path.to_string(),
@@ -155,9 +192,19 @@ impl RaftLogStore {
                     c
                 }
                 None => {
+                    let boot = initial.bootstrap();
+                    let meta = boot.get_metadata();
                     let c = Cached {
-                        conf_state: ConfState::from((voters.to_vec(), vec![])),
-                        ..Default::default()
+                        hard_state: HardState {
+                            term: meta.term,
+                            commit: meta.index,
+                            ..Default::default()
+                        },
+                        conf_state: meta.get_conf_state().clone(),
+                        compacted_index: meta.index,
+                        compacted_term: meta.term,
+                        compacted_conf: meta.get_conf_state().clone(),
+                        last_index: meta.index,
                     };
                     state
                         .insert(group, encode_state(&c).as_slice())
@@ -254,6 +301,62 @@ impl RaftLogStore {
         self.persist(&[], Some(&hs), fsync)
     }
 
+    /// Records the configuration after an applied membership change.
+    pub fn set_conf_state(&self, cs: &ConfState, fsync: bool) -> Result<(), RaftLogError> {
+        let mut next = self.read().clone();
+        next.conf_state = cs.clone();
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.set_durability(if fsync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| self.io(e))?;
+        {
+            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
+            state
+                .insert(self.group, encode_state(&next).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Replaces the whole log by `snap` (sent by the leader): the log starts after it.
+    pub fn apply_snapshot(&self, snap: &Snapshot, fsync: bool) -> Result<(), RaftLogError> {
+        let meta = snap.get_metadata();
+        let mut next = self.read().clone();
+        let txn_start = next.compacted_index + 1;
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.set_durability(if fsync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+            for i in txn_start..=next.last_index {
+                table.remove((self.group, i)).map_err(|e| self.io(e))?;
+            }
+            next.compacted_index = meta.index;
+            next.compacted_term = meta.term;
+            next.compacted_conf = meta.get_conf_state().clone();
+            next.conf_state = meta.get_conf_state().clone();
+            next.hard_state.term = next.hard_state.term.max(meta.term);
+            next.hard_state.commit = meta.index;
+            next.last_index = meta.index;
+            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
+            state
+                .insert(self.group, encode_state(&next).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
     /// Drops every entry up to and including `through` (applied, and part of a snapshot).
     pub fn compact(&self, through: u64) -> Result<(), RaftLogError> {
         let mut next = self.read().clone();
@@ -274,6 +377,7 @@ impl RaftLogStore {
             }
             next.compacted_index = through;
             next.compacted_term = term;
+            next.compacted_conf = next.conf_state.clone();
             let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
             state
                 .insert(self.group, encode_state(&next).as_slice())
@@ -296,6 +400,12 @@ impl crate::consensus::member::RaftDisk for RaftLogStore {
     }
     fn set_commit(&self, commit: u64) -> Result<(), RaftLogError> {
         RaftLogStore::set_commit(self, commit, self.fsync)
+    }
+    fn set_conf_state(&self, cs: &ConfState) -> Result<(), RaftLogError> {
+        RaftLogStore::set_conf_state(self, cs, self.fsync)
+    }
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), RaftLogError> {
+        RaftLogStore::apply_snapshot(self, snap, self.fsync)
     }
 }
 
@@ -392,8 +502,15 @@ impl raft::Storage for RaftLogStore {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Group snapshots (streamed contexts, Merkle-verified) are the compaction step of
-        // the issue, not built yet; until then nothing is compacted, so no follower needs one.
+        // The bootstrap snapshot is empty, so it can be sent as it is. Snapshots of a
+        // group's contexts (streamed, Merkle-verified), which a log compacted further would
+        // need, are the compaction step of the issue, not built yet.
+        let c = self.read();
+        if (c.compacted_index, c.compacted_term) == (BOOTSTRAP_INDEX, BOOTSTRAP_TERM) {
+            let mut snap = bootstrap_snapshot(&[], &[]);
+            snap.mut_metadata().set_conf_state(c.compacted_conf.clone());
+            return Ok(snap);
+        }
         Err(raft::Error::Store(
             RaftStorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -7,7 +7,7 @@ use crate::consensus::member::Applied;
 use crate::integrity::canonical::entry_content_hash;
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::model::Hash;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 /// An append a client was told succeeded.
@@ -34,6 +34,8 @@ pub enum Violation {
         context: String,
         sequence: u64,
         nodes: (u64, u64),
+        /// The two entries' ids (an id names the leader that built it).
+        ids: (String, String),
     },
     /// A node's history is not contiguous, or an entry's hash or the root is wrong.
     BrokenHistory {
@@ -120,9 +122,12 @@ impl Watcher {
     }
 }
 
-/// Checks the final state of a run.
+/// Checks the final state of a run. `members` are the group's voters and learners at the
+/// end: they must hold every acknowledged entry and converge; a node outside the group
+/// (removed, or a spare never added) must only never contradict them.
 pub fn check(
     nodes: &[(u64, &MemoryMachine)],
+    members: &BTreeSet<u64>,
     acks: &[Ack],
     watchers: &[Watcher],
 ) -> Vec<Violation> {
@@ -130,9 +135,9 @@ pub fn check(
     for (id, m) in nodes {
         check_history(*id, m, &mut v);
     }
-    check_agreement(nodes, &mut v);
+    check_agreement(nodes, members, &mut v);
     for ack in acks {
-        for (id, m) in nodes {
+        for (id, m) in nodes.iter().filter(|(id, _)| members.contains(id)) {
             let got = m
                 .contexts
                 .get(&ack.context)
@@ -228,9 +233,13 @@ fn check_history(id: u64, m: &MemoryMachine, v: &mut Vec<Violation>) {
     }
 }
 
-fn check_agreement(nodes: &[(u64, &MemoryMachine)], v: &mut Vec<Violation>) {
+fn check_agreement(
+    nodes: &[(u64, &MemoryMachine)],
+    members: &BTreeSet<u64>,
+    v: &mut Vec<Violation>,
+) {
     let mut contexts: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    for (id, m) in nodes {
+    for (id, m) in nodes.iter().filter(|(id, _)| members.contains(id)) {
         for (c, log) in &m.contexts {
             contexts
                 .entry(c.as_str())
@@ -248,7 +257,7 @@ fn check_agreement(nodes: &[(u64, &MemoryMachine)], v: &mut Vec<Violation>) {
                 else {
                     continue;
                 };
-                if let Some((i, _)) = la
+                if let Some((i, (x, y))) = la
                     .entries
                     .iter()
                     .zip(&lb.entries)
@@ -259,11 +268,12 @@ fn check_agreement(nodes: &[(u64, &MemoryMachine)], v: &mut Vec<Violation>) {
                         context: context.to_string(),
                         sequence: i as u64 + 1,
                         nodes: (*a, *b),
+                        ids: (x.id.clone(), y.id.clone()),
                     });
                 }
             }
         }
-        for (id, _) in nodes {
+        for id in members {
             if !sizes.iter().any(|(n, _)| n == id) {
                 sizes.push((*id, 0));
             }

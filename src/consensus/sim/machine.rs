@@ -191,4 +191,17 @@ impl AppliedState for MemoryMachine {
     fn entry_applied(&mut self, index: u64, term: u64) {
         MemoryMachine::entry_applied(self, index, term)
     }
+    fn restore_empty(&mut self, index: u64, term: u64) -> Result<(), String> {
+        if self.applied_index != 0 || !self.contexts.is_empty() {
+            return Err(format!(
+                "an empty snapshot at {index} cannot replace a state applied through {}",
+                self.applied_index
+            ));
+        }
+        self.applied_index = index;
+        self.applied_term = term;
+        // Durable at once, as the snapshot's installation is.
+        self.journal.clear();
+        Ok(())
+    }
 }

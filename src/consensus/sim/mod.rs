@@ -21,8 +21,9 @@ pub mod checker;
 pub mod machine;
 pub mod node;
 
-use crate::consensus::member::Outcome;
+use crate::consensus::member::{MembershipChange, Outcome};
 use crate::consensus::raft_config::RaftTiming;
+use crate::storage::raft_log::InitialMembership;
 use checker::{Ack, Violation, Watcher};
 use node::{ClientAppend, NodeOutput, SimNode};
 use raft::prelude::Message;
@@ -53,6 +54,9 @@ pub struct SimConfig {
     pub settle: Duration,
     pub faults: bool,
     pub bug: Option<PlantedBug>,
+    /// Add a spare node as a learner, promote it once caught up, then remove a voter —
+    /// while clients append and faults strike.
+    pub membership: bool,
     /// Keep the Raft log in the server's `RaftLogStore` (on in-memory redb) instead of
     /// raft-rs's `MemStorage`.
     pub redb_log: bool,
@@ -70,6 +74,7 @@ impl SimConfig {
             settle: Duration::from_millis(2000),
             faults: true,
             bug: None,
+            membership: seed % 3 == 1,
             redb_log: false,
         }
     }
@@ -85,6 +90,8 @@ pub struct SimReport {
     pub trace: u64,
     /// Leaders elected (role changes to leader) during the run.
     pub elections: usize,
+    /// Membership changes made, of those planned.
+    pub membership_changes: (usize, usize),
     pub events: u64,
 }
 
@@ -122,6 +129,8 @@ enum Event {
         request: u64,
     },
     Fault(Fault),
+    /// The operator takes the next step of the membership plan, or checks on it.
+    Operator,
 }
 
 #[derive(Clone, Debug)]
@@ -187,6 +196,11 @@ struct Sim {
     flush_pending: Vec<bool>,
     /// Whether each node was leader after its last event (to count elections).
     leader_seen: Vec<bool>,
+    /// The membership changes to make, and how many are done.
+    plan: Vec<MembershipChange>,
+    plan_done: usize,
+    /// `SIM_DEBUG` set: print elections, faults and membership steps as they happen.
+    debug: bool,
 }
 
 /// Runs one simulation.
@@ -198,10 +212,32 @@ pub fn run(cfg: SimConfig) -> SimReport {
 
 impl Sim {
     fn new(cfg: SimConfig) -> Self {
-        let n = cfg.nodes;
-        let voters: Vec<u64> = (1..=n as u64).collect();
+        let voters: Vec<u64> = (1..=cfg.nodes as u64).collect();
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let mut plan = Vec::new();
+        if cfg.membership {
+            let spare = cfg.nodes as u64 + 1;
+            let victim = rng.random_range(1..=cfg.nodes as u64);
+            plan = vec![
+                MembershipChange::AddLearner(spare),
+                MembershipChange::Promote(spare),
+                MembershipChange::Remove(victim),
+            ];
+        }
+        let n = cfg.nodes + usize::from(cfg.membership);
+        // A spare knows the founders and waits for the leader to add it.
         let nodes = (0..n)
-            .map(|i| SimNode::new(i as u64 + 1, voters.clone(), TIMING, cfg.bug, cfg.redb_log))
+            .map(|i| {
+                let initial = if i < cfg.nodes {
+                    InitialMembership::Founding(voters.clone())
+                } else {
+                    InitialMembership::Joining {
+                        founders: voters.clone(),
+                        me: i as u64 + 1,
+                    }
+                };
+                SimNode::new(i as u64 + 1, initial, TIMING, cfg.bug, cfg.redb_log)
+            })
             .collect();
         let clients = (0..cfg.clients)
             .map(|c| Client {
@@ -214,7 +250,7 @@ impl Sim {
         let mut trace = std::collections::hash_map::DefaultHasher::new();
         cfg.seed.hash(&mut trace);
         Sim {
-            rng: StdRng::seed_from_u64(cfg.seed),
+            rng,
             now_us: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -233,6 +269,9 @@ impl Sim {
             handled: 0,
             flush_pending: vec![false; n],
             leader_seen: vec![false; n],
+            plan,
+            plan_done: 0,
+            debug: std::env::var_os("SIM_DEBUG").is_some(),
             cfg,
         }
     }
@@ -261,6 +300,10 @@ impl Sim {
         }
         if self.cfg.faults {
             self.plan_faults();
+        }
+        if !self.plan.is_empty() {
+            let start = self.rng.random_range(100_000..self.active_us() / 2);
+            self.at(start, Event::Operator);
         }
         let end = self.active_us() + self.cfg.settle.as_micros() as u64;
         let mut healed = false;
@@ -454,10 +497,68 @@ impl Sim {
                 self.trace(9, 0, 0);
                 self.fault(f);
             }
+            Event::Operator => {
+                self.trace(11, self.plan_done as u64, 0);
+                self.operator();
+            }
         }
     }
 
+    /// One step of the membership plan: find the leader; if the current change is in its
+    /// configuration, move on; otherwise propose it (a promotion only once the learner has
+    /// caught up), and look again soon.
+    fn operator(&mut self) {
+        let Some(&change) = self.plan.get(self.plan_done) else {
+            return;
+        };
+        let leader = (0..self.nodes.len())
+            .find(|&i| !self.nodes[i].paused && self.nodes[i].is_writing_leader());
+        if let Some(l) = leader {
+            let cs = self.nodes[l].conf_state().expect("a leader is up");
+            let done = match change {
+                MembershipChange::AddLearner(id) => {
+                    cs.learners.contains(&id) || cs.voters.contains(&id)
+                }
+                MembershipChange::Promote(id) => cs.voters.contains(&id),
+                MembershipChange::Remove(id) => {
+                    !cs.voters.contains(&id) && !cs.learners.contains(&id)
+                }
+            };
+            if done {
+                if self.debug {
+                    eprintln!("{} µs: done {change:?}", self.now_us);
+                }
+                self.plan_done += 1;
+                self.at(50_000, Event::Operator);
+                return;
+            }
+            if change == MembershipChange::Remove(l as u64 + 1) {
+                // A leader is not removed: it hands over first.
+                if let Some(&to) = cs.voters.iter().find(|&&v| v != l as u64 + 1) {
+                    let mut out = NodeOutput::default();
+                    self.nodes[l].transfer_leadership(to, &mut out);
+                    self.emit(l, out);
+                }
+                self.at(30_000, Event::Operator);
+                return;
+            }
+            let ready = match change {
+                MembershipChange::Promote(id) => self.nodes[l].caught_up(id),
+                _ => true,
+            };
+            if ready {
+                let mut out = NodeOutput::default();
+                self.nodes[l].propose_membership(change, &mut out);
+                self.emit(l, out);
+            }
+        }
+        self.at(30_000, Event::Operator);
+    }
+
     fn fault(&mut self, f: Fault) {
+        if self.debug {
+            eprintln!("{} µs: {f:?}", self.now_us);
+        }
         match f {
             Fault::Split(side) => {
                 let n = self.nodes.len();
@@ -539,6 +640,15 @@ impl Sim {
             .is_some_and(|(r, _)| r == raft::StateRole::Leader);
         if leader_now && !self.was_leader(from) {
             self.elections += 1;
+            if self.debug {
+                eprintln!(
+                    "{} µs: node {} leads, term {:?}, configuration {:?}",
+                    self.now_us,
+                    from + 1,
+                    self.nodes[from].role().map(|r| r.1),
+                    self.nodes[from].conf_state()
+                );
+            }
         }
         for msg in out.messages {
             let to = msg.to as usize - 1;
@@ -696,9 +806,33 @@ impl Sim {
     }
 
     fn finish(&mut self) {
+        // The members at the end: the configuration of the node that applied the most.
+        let reference = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .max_by_key(|n| n.machine.applied_index)
+            .and_then(|n| n.conf_state())
+            .unwrap_or_default();
+        let members: BTreeSet<u64> = reference
+            .voters
+            .iter()
+            .chain(&reference.learners)
+            .copied()
+            .collect();
         let nodes: Vec<(u64, &machine::MemoryMachine)> =
             self.nodes.iter().map(|n| (n.id, &n.machine)).collect();
-        let mut v = checker::check(&nodes, &self.acks, &self.watchers);
+        let mut v = checker::check(&nodes, &members, &self.acks, &self.watchers);
+        if self.plan_done < self.plan.len() {
+            v.push(Violation::NoProgress {
+                detail: format!(
+                    "the membership plan {:?} stopped after {} of {} changes",
+                    self.plan,
+                    self.plan_done,
+                    self.plan.len()
+                ),
+            });
+        }
         self.violations.append(&mut v);
         if !self.acks.iter().any(|a| a.at_us >= self.active_us()) {
             self.violations.push(Violation::NoProgress {
@@ -718,6 +852,7 @@ impl Sim {
             violations: self.violations,
             trace: self.trace.finish(),
             elections: self.elections,
+            membership_changes: (self.plan_done, self.plan.len()),
             events: self.handled,
         }
     }

@@ -6,13 +6,14 @@
 use super::machine::MemoryMachine;
 use super::PlantedBug;
 use crate::consensus::leader_writer::NewEntry;
-use crate::consensus::member::{Member, Outcome, Output, RaftDisk};
+use crate::consensus::member::{Member, MembershipChange, Outcome, Output, RaftDisk};
+use crate::consensus::raft_config::BOOTSTRAP_INDEX;
 use crate::consensus::raft_config::{raft_config, ElectionJitter, RaftTiming};
-use crate::storage::raft_log::{self, RaftLogStore};
+use crate::storage::raft_log::{self, InitialMembership, RaftLogStore};
 use raft::prelude::{ConfState, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, StateRole, Storage};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 impl RaftDisk for MemStorage {
     type Error = raft::Error;
@@ -32,6 +33,13 @@ impl RaftDisk for MemStorage {
         self.wl().mut_hard_state().set_commit(commit);
         Ok(())
     }
+    fn set_conf_state(&self, cs: &ConfState) -> Result<(), raft::Error> {
+        self.wl().set_conf_state(cs.clone());
+        Ok(())
+    }
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), raft::Error> {
+        self.wl().apply_snapshot(snap.clone())
+    }
 }
 
 /// Where a simulated member keeps its Raft log: raft-rs's own `MemStorage`, or the
@@ -39,14 +47,17 @@ impl RaftDisk for MemStorage {
 /// its recovery is exercised too).
 #[derive(Clone)]
 pub enum SimDisk {
-    Memory(MemStorage),
+    /// raft-rs's `MemStorage`, and the bootstrap snapshot its log starts after (raft-rs's
+    /// own `MemStorage::snapshot` builds one at the commit index without data, which would
+    /// make a joiner skip entries).
+    Memory(MemStorage, Arc<Mutex<Option<Snapshot>>>),
     Redb(RaftLogStore),
 }
 
 impl Storage for SimDisk {
     fn initial_state(&self) -> raft::Result<RaftState> {
         match self {
-            SimDisk::Memory(d) => d.initial_state(),
+            SimDisk::Memory(d, _) => d.initial_state(),
             SimDisk::Redb(d) => d.initial_state(),
         }
     }
@@ -58,31 +69,39 @@ impl Storage for SimDisk {
         context: GetEntriesContext,
     ) -> raft::Result<Vec<raft::prelude::Entry>> {
         match self {
-            SimDisk::Memory(d) => d.entries(low, high, max_size, context),
+            SimDisk::Memory(d, _) => d.entries(low, high, max_size, context),
             SimDisk::Redb(d) => d.entries(low, high, max_size, context),
         }
     }
     fn term(&self, idx: u64) -> raft::Result<u64> {
         match self {
-            SimDisk::Memory(d) => d.term(idx),
+            SimDisk::Memory(d, _) => d.term(idx),
             SimDisk::Redb(d) => d.term(idx),
         }
     }
     fn first_index(&self) -> raft::Result<u64> {
         match self {
-            SimDisk::Memory(d) => d.first_index(),
+            SimDisk::Memory(d, _) => d.first_index(),
             SimDisk::Redb(d) => d.first_index(),
         }
     }
     fn last_index(&self) -> raft::Result<u64> {
         match self {
-            SimDisk::Memory(d) => d.last_index(),
+            SimDisk::Memory(d, _) => d.last_index(),
             SimDisk::Redb(d) => d.last_index(),
         }
     }
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         match self {
-            SimDisk::Memory(d) => d.snapshot(request_index, to),
+            SimDisk::Memory(d, boot) => {
+                let _ = (request_index, to);
+                match boot.lock().expect("not poisoned").clone() {
+                    Some(snap) if d.first_index()? == BOOTSTRAP_INDEX + 1 => Ok(snap),
+                    _ => Err(raft::Error::Store(
+                        raft::StorageError::SnapshotTemporarilyUnavailable,
+                    )),
+                }
+            }
             SimDisk::Redb(d) => d.snapshot(request_index, to),
         }
     }
@@ -96,14 +115,29 @@ impl RaftDisk for SimDisk {
         hs: Option<&HardState>,
     ) -> Result<(), String> {
         match self {
-            SimDisk::Memory(d) => RaftDisk::persist(d, entries, hs).map_err(|e| e.to_string()),
+            SimDisk::Memory(d, _) => RaftDisk::persist(d, entries, hs).map_err(|e| e.to_string()),
             SimDisk::Redb(d) => RaftDisk::persist(d, entries, hs).map_err(|e| e.to_string()),
         }
     }
     fn set_commit(&self, commit: u64) -> Result<(), String> {
         match self {
-            SimDisk::Memory(d) => RaftDisk::set_commit(d, commit).map_err(|e| e.to_string()),
+            SimDisk::Memory(d, _) => RaftDisk::set_commit(d, commit).map_err(|e| e.to_string()),
             SimDisk::Redb(d) => RaftDisk::set_commit(d, commit).map_err(|e| e.to_string()),
+        }
+    }
+    fn set_conf_state(&self, cs: &ConfState) -> Result<(), String> {
+        match self {
+            SimDisk::Memory(d, _) => RaftDisk::set_conf_state(d, cs).map_err(|e| e.to_string()),
+            SimDisk::Redb(d) => RaftDisk::set_conf_state(d, cs).map_err(|e| e.to_string()),
+        }
+    }
+    fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), String> {
+        match self {
+            SimDisk::Memory(d, boot) => {
+                *boot.lock().expect("not poisoned") = Some(snap.clone());
+                RaftDisk::apply_snapshot(d, snap).map_err(|e| e.to_string())
+            }
+            SimDisk::Redb(d) => RaftDisk::apply_snapshot(d, snap).map_err(|e| e.to_string()),
         }
     }
 }
@@ -128,7 +162,7 @@ pub struct SimNode {
     disk: SimDisk,
     /// With a redb disk: the database, which outlives the member's crashes.
     redb: Option<Arc<redb::Database>>,
-    voters: Vec<u64>,
+    initial: InitialMembership,
     /// The applied state (what survives a crash is up to its last `make_durable`).
     pub machine: MemoryMachine,
     member: Option<Member<SimDisk, Waiter>>,
@@ -146,7 +180,7 @@ fn logger() -> slog::Logger {
 impl SimNode {
     pub fn new(
         id: u64,
-        voters: Vec<u64>,
+        initial: InitialMembership,
         timing: RaftTiming,
         bug: Option<PlantedBug>,
         redb_log: bool,
@@ -154,17 +188,21 @@ impl SimNode {
         let (disk, redb) = if redb_log {
             let db = raft_log::memory_database().expect("an in-memory redb opens");
             let log =
-                RaftLogStore::open(db.clone(), "(sim)", 1, &voters).expect("an empty log opens");
+                RaftLogStore::open(db.clone(), "(sim)", 1, &initial).expect("an empty log opens");
             (SimDisk::Redb(log), Some(db))
         } else {
-            let mem = MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
-            (SimDisk::Memory(mem), None)
+            let mem = MemStorage::new();
+            let boot = initial.bootstrap();
+            mem.wl()
+                .apply_snapshot(boot.clone())
+                .expect("an empty storage takes it");
+            (SimDisk::Memory(mem, Arc::new(Mutex::new(Some(boot)))), None)
         };
         let mut node = SimNode {
             id,
             disk,
             redb,
-            voters,
+            initial,
             machine: MemoryMachine::default(),
             member: None,
             timing,
@@ -187,7 +225,7 @@ impl SimNode {
         self.incarnation += 1;
         if let Some(db) = &self.redb {
             // As a restarted process does: reopen the log from what the database holds.
-            let log = RaftLogStore::open(db.clone(), "(sim)", 1, &self.voters)
+            let log = RaftLogStore::open(db.clone(), "(sim)", 1, &self.initial)
                 .unwrap_or_else(|e| panic!("node {}: the Raft log does not reopen: {e}", self.id));
             self.disk = SimDisk::Redb(log);
         }
@@ -256,6 +294,38 @@ impl SimNode {
         if let Some((m, state)) = self.member() {
             m.flush(state, out).expect("the simulated disk never fails");
         }
+    }
+
+    /// The operator's request to change the membership, sent to this node.
+    pub fn propose_membership(&mut self, change: MembershipChange, out: &mut NodeOutput) -> bool {
+        match self.member() {
+            Some((m, state)) => m.propose_membership(change, state, out).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Asks this node (the leader) to hand the leadership to `to`.
+    pub fn transfer_leadership(&mut self, to: u64, out: &mut NodeOutput) {
+        if let Some((m, state)) = self.member() {
+            m.transfer_leadership(to, state, out)
+                .expect("the simulated disk never fails");
+        }
+    }
+
+    /// This node's configuration, when it is up.
+    pub fn conf_state(&self) -> Option<ConfState> {
+        self.member.as_ref().map(Member::conf_state)
+    }
+
+    /// Leader and ready to write.
+    pub fn is_writing_leader(&self) -> bool {
+        self.member
+            .as_ref()
+            .is_some_and(|m| m.ready_to_write(&self.machine))
+    }
+
+    pub fn caught_up(&self, id: u64) -> bool {
+        self.member.as_ref().is_some_and(|m| m.caught_up(id))
     }
 
     pub fn client_append(&mut self, req: ClientAppend, now_ns: u64, out: &mut NodeOutput) {

@@ -1,5 +1,10 @@
 use super::*;
+use crate::consensus::raft_config::bootstrap_snapshot;
 use proptest::prelude::*;
+
+fn founding(voters: &[u64]) -> InitialMembership {
+    InitialMembership::Founding(voters.to_vec())
+}
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole, Storage};
 
@@ -76,8 +81,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
     fn the_redb_log_answers_as_raft_rs_memory_storage_does(steps in proptest::collection::vec(arb_step(), 1..30)) {
-        let mem = MemStorage::new_with_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
-        let log = RaftLogStore::open(memory_database().unwrap(), "(memory)", 7, &[1, 2, 3]).unwrap();
+        let mem = MemStorage::new();
+        mem.wl().apply_snapshot(bootstrap_snapshot(&[1, 2, 3], &[])).unwrap();
+        let log = RaftLogStore::open(memory_database().unwrap(), "(memory)", 7, &founding(&[1, 2, 3])).unwrap();
         for step in steps {
             let (first, last) = (mem.first_index().unwrap(), mem.last_index().unwrap());
             match step {
@@ -119,24 +125,28 @@ fn the_log_and_state_survive_reopening_the_file() {
     let path = dir.path().join("raft.redb").display().to_string();
     {
         let db = open_database(dir.path()).unwrap();
-        let log = RaftLogStore::open(db, &path, 1, &[1, 2, 3]).unwrap();
-        let ents: Vec<Entry> = (1..=5).map(|i| entry(i, 2)).collect();
+        let log = RaftLogStore::open(db, &path, 1, &founding(&[1, 2, 3])).unwrap();
+        assert_eq!(
+            (log.first_index().unwrap(), log.last_index().unwrap()),
+            (6, 5)
+        );
+        let ents: Vec<Entry> = (6..=10).map(|i| entry(i, 6)).collect();
         let hs = HardState {
-            term: 2,
+            term: 6,
             vote: 3,
-            commit: 4,
+            commit: 9,
             ..Default::default()
         };
         log.persist(&ents, Some(&hs), true).unwrap();
-        log.persist(&[entry(4, 3)], None, true).unwrap();
-        log.compact(2).unwrap();
+        log.persist(&[entry(9, 7)], None, true).unwrap();
+        log.compact(7).unwrap();
     }
     let db = open_database(dir.path()).unwrap();
-    let log = RaftLogStore::open(db, &path, 1, &[9]).unwrap();
+    let log = RaftLogStore::open(db, &path, 1, &founding(&[9])).unwrap();
     let st = log.initial_state().unwrap();
     assert_eq!(
         (st.hard_state.term, st.hard_state.vote, st.hard_state.commit),
-        (2, 3, 4)
+        (6, 3, 9)
     );
     assert_eq!(
         st.conf_state.voters,
@@ -145,28 +155,59 @@ fn the_log_and_state_survive_reopening_the_file() {
     );
     assert_eq!(
         (log.first_index().unwrap(), log.last_index().unwrap()),
-        (3, 4)
+        (8, 9)
     );
-    assert_eq!(log.term(2).unwrap(), 2);
-    assert_eq!(log.term(4).unwrap(), 3, "the overwritten suffix is gone");
+    assert_eq!(log.term(7).unwrap(), 6);
+    assert_eq!(log.term(9).unwrap(), 7, "the overwritten suffix is gone");
     let got = log
-        .entries(3, 5, None, GetEntriesContext::empty(false))
+        .entries(8, 10, None, GetEntriesContext::empty(false))
         .unwrap();
-    assert_eq!(got, vec![entry(3, 2), entry(4, 3)]);
+    assert_eq!(got, vec![entry(8, 6), entry(9, 7)]);
+}
+
+#[test]
+fn a_joining_log_starts_from_the_founders_with_itself_as_learner() {
+    let db = memory_database().unwrap();
+    let founder = RaftLogStore::open(db.clone(), "(memory)", 1, &founding(&[1, 2, 3])).unwrap();
+    let snap = founder.snapshot(0, 4).unwrap();
+    assert_eq!(
+        (snap.get_metadata().index, snap.get_metadata().term),
+        (5, 5)
+    );
+    assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+    let joining = InitialMembership::Joining {
+        founders: vec![1, 2, 3],
+        me: 4,
+    };
+    let joiner = RaftLogStore::open(db, "(memory)", 2, &joining).unwrap();
+    let st = joiner.initial_state().unwrap();
+    assert_eq!(st.conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(st.conf_state.learners, vec![4]);
+    assert_eq!(st.hard_state.commit, 5);
+    assert_eq!(
+        (joiner.first_index().unwrap(), joiner.last_index().unwrap()),
+        (6, 5)
+    );
+    assert_eq!(joiner.term(5).unwrap(), 5);
+    joiner.apply_snapshot(&snap, false).unwrap();
+    assert_eq!(
+        joiner.initial_state().unwrap().conf_state.learners,
+        Vec::<u64>::new()
+    );
 }
 
 #[test]
 fn groups_are_separate() {
     let db = memory_database().unwrap();
-    let a = RaftLogStore::open(db.clone(), "(memory)", 1, &[1]).unwrap();
-    let b = RaftLogStore::open(db.clone(), "(memory)", 2, &[1]).unwrap();
-    a.persist(&[entry(1, 1), entry(2, 1)], None, false).unwrap();
-    b.persist(&[entry(1, 5)], None, false).unwrap();
-    assert_eq!(a.last_index().unwrap(), 2);
-    assert_eq!(b.last_index().unwrap(), 1);
-    assert_eq!(b.term(1).unwrap(), 5);
-    let a2 = RaftLogStore::open(db, "(memory)", 1, &[1]).unwrap();
-    assert_eq!(a2.last_index().unwrap(), 2);
+    let a = RaftLogStore::open(db.clone(), "(memory)", 1, &founding(&[1])).unwrap();
+    let b = RaftLogStore::open(db.clone(), "(memory)", 2, &founding(&[1])).unwrap();
+    a.persist(&[entry(6, 6), entry(7, 6)], None, false).unwrap();
+    b.persist(&[entry(6, 9)], None, false).unwrap();
+    assert_eq!(a.last_index().unwrap(), 7);
+    assert_eq!(b.last_index().unwrap(), 6);
+    assert_eq!(b.term(6).unwrap(), 9);
+    let a2 = RaftLogStore::open(db, "(memory)", 1, &founding(&[1])).unwrap();
+    assert_eq!(a2.last_index().unwrap(), 7);
 }
 
 #[test]
@@ -180,7 +221,9 @@ fn a_corrupt_state_row_is_an_error_naming_the_group() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let err = RaftLogStore::open(db, "(memory)", 4, &[1]).err().unwrap();
+    let err = RaftLogStore::open(db, "(memory)", 4, &founding(&[1]))
+        .err()
+        .unwrap();
     assert!(
         matches!(&err, RaftLogError::Corrupt { group: 4, .. }),
         "{err}"
@@ -215,7 +258,7 @@ fn raft_rs_runs_on_the_redb_log_and_restarts_from_it() {
     };
     let (term, commit) = {
         let db = open_database(dir.path()).unwrap();
-        let store = RaftLogStore::open(db, &path, 1, &[1]).unwrap();
+        let store = RaftLogStore::open(db, &path, 1, &founding(&[1])).unwrap();
         let mut raw = RawNode::new(&cfg, store, &logger).unwrap();
         raw.campaign().unwrap();
         drive(&mut raw);
@@ -229,7 +272,7 @@ fn raft_rs_runs_on_the_redb_log_and_restarts_from_it() {
         (hs.term, hs.commit)
     };
     let db = open_database(dir.path()).unwrap();
-    let store = RaftLogStore::open(db, &path, 1, &[1]).unwrap();
+    let store = RaftLogStore::open(db, &path, 1, &founding(&[1])).unwrap();
     let raw = RawNode::new(
         &Config {
             applied: commit,
@@ -262,7 +305,13 @@ fn a_member_on_the_redb_log_acknowledges_and_reapplies_after_a_restart() {
     let cfg = raft_config(1, 0, &timing, ElectionJitter::Raft);
     let mut machine = MemoryMachine::default();
     {
-        let store = RaftLogStore::open(open_database(dir.path()).unwrap(), &path, 1, &[1]).unwrap();
+        let store = RaftLogStore::open(
+            open_database(dir.path()).unwrap(),
+            &path,
+            1,
+            &founding(&[1]),
+        )
+        .unwrap();
         let mut member: Member<RaftLogStore, u32> = Member::new(&cfg, store, 1, &logger).unwrap();
         let mut out = Output::default();
         for _ in 0..2 * timing.election_ticks {
@@ -306,7 +355,13 @@ fn a_member_on_the_redb_log_acknowledges_and_reapplies_after_a_restart() {
     }
     // A restart with nothing of the applied state durable: Raft re-applies the log.
     let mut fresh = MemoryMachine::default();
-    let store = RaftLogStore::open(open_database(dir.path()).unwrap(), &path, 1, &[1]).unwrap();
+    let store = RaftLogStore::open(
+        open_database(dir.path()).unwrap(),
+        &path,
+        1,
+        &founding(&[1]),
+    )
+    .unwrap();
     let mut member: Member<RaftLogStore, u32> = Member::new(&cfg, store, 2, &logger).unwrap();
     let mut out = Output::default();
     for _ in 0..2 * timing.election_ticks {
