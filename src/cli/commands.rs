@@ -156,6 +156,7 @@ async fn get(args: GetArgs, out: &mut Out) -> Result<(), CliError> {
                 key: args.key.clone().unwrap_or_default(),
                 after_sequence: after,
                 limit: want,
+                ..Default::default()
             })
             .await?;
         let next = next_page_start(after, &page)?;

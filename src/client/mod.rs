@@ -149,6 +149,7 @@ impl LedgerClient {
             key: String::new(),
             after_sequence: after,
             limit,
+            ..Default::default()
         })
         .await
     }
@@ -170,6 +171,7 @@ impl LedgerClient {
                     key: key.to_owned(),
                     after_sequence: after,
                     limit: READ_PAGE,
+                    ..Default::default()
                 })
                 .await?;
             let Some(next) = next_page_start(after, &page)? else {
@@ -248,7 +250,8 @@ impl LedgerClient {
             .into_inner())
     }
 
-    /// The proof that the tree of `first_size` is a prefix of the tree of `second_size`.
+    /// The proof that the tree of `first_size` is a prefix of the tree of `second_size`
+    /// (0 = the latest; the response's `second_size` says which size that was).
     pub async fn prove_consistency(
         &self,
         context_id: impl Into<String>,
