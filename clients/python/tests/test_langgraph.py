@@ -163,3 +163,25 @@ async def test_the_async_saver_runs_a_graph(server_url):
         g = _graph(saver)
         assert (await g.ainvoke({"steps": []}, config))["steps"] == ["plan", "act"]
         assert (await g.ainvoke(None, config))["steps"] == ["plan", "act", "report"]
+
+
+def test_the_example_resumes_a_killed_run(server_url):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    example = REPO / "clients/python/examples/resume_graph.py"
+    r = subprocess.run(
+        [sys.executable, str(example), "demo", "--server", server_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "the first run ended with -9" in out, out
+    assert "resuming at step3 with done=[1, 2]" in out, out
+    assert "finished: done=[1, 2, 3, 4, 5]" in out, out
+    assert out.count("step 1: done") == 1, "step 1 is not run again"
+    assert "[watch] entry" in out and "done=[1, 2, 3, 4, 5] root=" in out, out

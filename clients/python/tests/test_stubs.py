@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pathlib
-
 from converge_ledger import _gen_stubs
 
 from .conftest import REPO
 
 PROTO_DIR = REPO / "proto"
-COMMITTED = pathlib.Path(_gen_stubs.__file__).parent / "_proto"
+COMMITTED = REPO / "clients/python/src/converge_ledger/_proto"
 
 
 def test_stubs_are_current(tmp_path):
