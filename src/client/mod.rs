@@ -16,8 +16,13 @@
 //! ```
 
 mod error;
+mod nodes;
 
 pub use error::{error_chain, grpc_code_name, status_line, ClientError};
+pub use nodes::{
+    check_server_url, check_server_urls, is_retryable, Nodes, ResumableWatch, RetryPolicy,
+    EXPECTED_URL,
+};
 
 use crate::proto::{
     cluster_service_client::ClusterServiceClient, context_service_client::ContextServiceClient,
@@ -55,15 +60,16 @@ pub struct LedgerClient {
 }
 
 impl LedgerClient {
-    /// Connects to `url` (`http://host:port`; a bare `host:port` gets `http://`). TLS is not
-    /// supported. Fails with [`ClientError::InvalidUrl`] or [`ClientError::Connect`], both
+    /// Connects to `url` (`http://host:port`; a bare `host:port` gets `http://`; no port or
+    /// another scheme is [`ClientError::InvalidUrl`]). TLS is not supported. For several
+    /// nodes, failover and retried appends, see [`Nodes`]. Fails with [`ClientError::InvalidUrl`] or [`ClientError::Connect`], both
     /// naming the URL, when nothing answers within [`CONNECT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         Self::connect_within(url, CONNECT_TIMEOUT).await
     }
 
     async fn connect_within(url: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let url = normalize_url(url);
+        let url = check_server_url(url)?;
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::InvalidUrl {
                 url: url.clone(),
