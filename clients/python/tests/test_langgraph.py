@@ -96,9 +96,25 @@ def test_checkpoint_proofs_verify_and_tampered_ones_do_not(server_url, trusted_k
         )
         with pytest.raises(VerificationError):
             bad.verify(trusted_key)
-        with pytest.raises(VerificationError):
-            proof.verify(trusted_key.replace("py-test", "someone-else"))
+        with pytest.raises(VerificationError, match="no signature"):
+            proof.verify(_another_key_named_like(trusted_key))
         assert saver.get_checkpoint_proof(generate_config("nothing-here")) is None
+
+
+def _another_key_named_like(key: str) -> str:
+    """A valid verifier key with `key`'s name but a new Ed25519 key."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from converge_ledger.verify import VerifierKey
+
+    name = key.split("+", 1)[0]
+    pub = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    other = f"{name}+{VerifierKey.key_id_for(name, pub).hex()}+{base64.b64encode(bytes([1]) + pub).decode()}"
+    assert VerifierKey.parse(other).name == name
+    return other
 
 
 def test_delete_hides_but_never_erases(server_url):
