@@ -87,7 +87,7 @@ def append_request(
         payload=payload,
         metadata=dict(metadata or {}),
         received_lamport_clock=received_lamport_clock,
-        idempotency_key=idempotency_key if idempotency_key is not None else str(uuid.uuid4()),
+        idempotency_key=idempotency_key or str(uuid.uuid4()),
     )
 
 

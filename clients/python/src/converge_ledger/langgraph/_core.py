@@ -230,11 +230,17 @@ class Mapping:
         ordered = sorted(found.items(), key=lambda kv: (kv[1][0], kv[0][0], kv[0][1]))
         return [(t, ch, self.serde.loads_typed(v)) for (t, _), (_, _, ch, v) in ordered]
 
-    def _tuple(self, ctx: str, thread_id: str, view: View, entry: Entry) -> Plan:
+    def _tuple(
+        self, ctx: str, thread_id: str, view: View, entry: Entry, filter: dict | None = None
+    ) -> Plan:
+        """The checkpoint tuple of a checkpoint entry, or None when its metadata does not
+        match `filter` (checked before its writes are read)."""
         f = _unpack((yield from self._read_record(ctx, entry)))
         ns, cid, parent = f[0].decode(), f[1].decode(), f[2].decode()
-        checkpoint = self.serde.loads_typed((f[3].decode(), f[4]))
         metadata = self.serde.loads_typed((f[5].decode(), f[6]))
+        if filter and not all(metadata.get(k) == v for k, v in filter.items()):
+            return None
+        checkpoint = self.serde.loads_typed((f[3].decode(), f[4]))
         writes = yield from self._writes(ctx, view, encode_ns(ns), cid)
         conf = {"thread_id": thread_id, "checkpoint_ns": ns}
         return CheckpointTuple(
@@ -344,8 +350,8 @@ class Mapping:
                     continue
                 if before_id is not None and cid >= before_id:
                     continue
-                tup = yield from self._tuple(ctx, thread_id, view, e)
-                if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):
+                tup = yield from self._tuple(ctx, thread_id, view, e, filter)
+                if tup is None:
                     continue
                 yield Emit(tup)
                 if remaining is not None:
