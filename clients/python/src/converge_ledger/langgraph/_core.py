@@ -286,21 +286,25 @@ class Mapping:
 
     # --- the saver's operations --------------------------------------------------------
 
+    def _checkpoint_entry(self, ctx: str, view: View, ns: str, cid: str | None) -> Plan:
+        """The visible entry of checkpoint `cid` (the latest of the namespace when None)."""
+        ns_enc = encode_ns(ns)
+        if not cid:
+            return (yield from _first(self._visible(ctx, view, f"c/{ns_enc}/")))
+        r = yield Call(
+            "get",
+            (ctx,),
+            dict(key=f"c/{ns_enc}/{cid}", after_sequence=view.cut, newest_first=True, limit=1),
+        )
+        if not r.entries or (yield from self._hidden(ctx, view, ns_enc, cid)):
+            return None
+        return r.entries[0]
+
     def plan_get_tuple(self, config: dict) -> Plan:
         thread_id, ns, cid = self._ids(config)
         ctx = self._ctx(thread_id)
         view = yield from self._view(ctx)
-        ns_enc = encode_ns(ns)
-        if cid:
-            r = yield Call(
-                "get",
-                (ctx,),
-                dict(key=f"c/{ns_enc}/{cid}", after_sequence=view.cut, newest_first=True, limit=1),
-            )
-            if not r.entries or (yield from self._hidden(ctx, view, ns_enc, cid)):
-                return None
-            return (yield from self._tuple(ctx, thread_id, view, r.entries[0]))
-        entry = yield from _first(self._visible(ctx, view, f"c/{ns_enc}/"))
+        entry = yield from self._checkpoint_entry(ctx, view, ns, cid)
         if entry is None:
             return None
         return (yield from self._tuple(ctx, thread_id, view, entry))
@@ -477,22 +481,13 @@ class Mapping:
     def plan_proof(self, config: dict) -> Plan:
         thread_id, ns, cid = self._ids(config)
         ctx = self._ctx(thread_id)
-        tup_entry = None
         view = yield from self._view(ctx)
-        if cid:
-            r = yield Call(
-                "get",
-                (ctx,),
-                dict(key=f"c/{encode_ns(ns)}/{cid}", after_sequence=view.cut, newest_first=True, limit=1),
-            )
-            tup_entry = r.entries[0] if r.entries else None
-        else:
-            tup_entry = yield from _first(self._visible(ctx, view, f"c/{encode_ns(ns)}/"))
-        if tup_entry is None:
+        entry = yield from self._checkpoint_entry(ctx, view, ns, cid)
+        if entry is None:
             return None
-        inclusion = yield Call("prove_inclusion", (ctx, tup_entry.sequence, 0))
+        inclusion = yield Call("prove_inclusion", (ctx, entry.sequence, 0))
         root = yield Call("root", (ctx, inclusion.tree_size))
-        return CheckpointProof(ctx, tup_entry, inclusion, root)
+        return CheckpointProof(ctx, entry, inclusion, root)
 
 
 def _first(plan: Plan) -> Plan:
