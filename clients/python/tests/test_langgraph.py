@@ -201,3 +201,42 @@ def test_the_example_resumes_a_killed_run(server_url):
     assert "finished: done=[1, 2, 3, 4, 5]" in out, out
     assert out.count("step 1: done") == 1, "step 1 is not run again"
     assert "[watch] entry" in out and "done=[1, 2, 3, 4, 5] root=" in out, out
+
+
+def test_reads_cost_what_they_return_not_the_thread_length(server_url):
+    """get_tuple (latest and by id) and list(limit) read the same number of entries with
+    3 checkpoints as with 300: they are range reads, never scans of the thread."""
+    with LedgerSaver.from_conn_string(server_url, context_prefix=_prefix()) as saver:
+        read: list[int] = []
+        get = saver.client.get
+
+        def counting_get(*args, **kwargs):
+            r = get(*args, **kwargs)
+            read.append(len(r.entries))
+            return r
+
+        saver.client.get = counting_get
+
+        def cost(fn):
+            read.clear()
+            fn()
+            return (len(read), sum(read))
+
+        parent, first = None, None
+        costs = {}
+        for n in range(1, 301):
+            cfg = generate_config("t")
+            if parent:
+                cfg["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+            parent = saver.put(cfg, generate_checkpoint(), generate_metadata(step=n), {})
+            saver.put_writes(parent, [("ch", n)], "task")
+            first = first or parent
+            if n in (3, 300):
+                costs[n] = (
+                    cost(lambda: saver.get_tuple(generate_config("t"))),
+                    cost(lambda: saver.get_tuple(first)),
+                    cost(lambda: list(saver.list(generate_config("t"), limit=2))),
+                )
+        assert costs[3] == costs[300], costs
+        (calls, entries), _, _ = costs[300]
+        assert entries <= 2, costs  # the checkpoint and its one write
