@@ -151,6 +151,7 @@ async fn bootstrap(
                 key: String::new(),
                 after_sequence: tree.size,
                 limit: READ_PAGE.min(u32::try_from(upto - tree.size).unwrap_or(READ_PAGE)),
+                ..Default::default()
             })
             .await
             .map_err(status)?;

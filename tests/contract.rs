@@ -121,6 +121,8 @@ async fn get_on_empty_context_and_filters() {
             key: "facts".into(),
             after_sequence: 1,
             limit: 1,
+
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -137,6 +139,8 @@ async fn get_on_empty_context_and_filters() {
             key: "facts".into(),
             after_sequence: 0,
             limit: 0,
+
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -146,6 +150,164 @@ async fn get_on_empty_context_and_filters() {
     );
     let r = c.get_after("g", 5, 10).await.unwrap();
     assert!(r.entries.is_empty());
+    ledger.shutdown().await;
+}
+
+/// What a Get must return, computed from the whole context: the filter, the bounds, the
+/// order (key order first for a prefix), the limit.
+fn expected_get(all: &[proto::Entry], req: &proto::GetRequest) -> Vec<u64> {
+    let mut m: Vec<&proto::Entry> = all
+        .iter()
+        .filter(|e| e.sequence > req.after_sequence)
+        .filter(|e| req.before_sequence == 0 || e.sequence < req.before_sequence)
+        .filter(|e| req.key.is_empty() || e.key == req.key)
+        .filter(|e| e.key.starts_with(&req.key_prefix))
+        .collect();
+    if !req.key_prefix.is_empty() {
+        m.sort_by(|a, b| (&a.key, a.sequence).cmp(&(&b.key, b.sequence)));
+    }
+    if req.newest_first {
+        m.reverse();
+    }
+    let limit = if req.limit == 0 {
+        usize::MAX
+    } else {
+        req.limit as usize
+    };
+    m.iter().take(limit).map(|e| e.sequence).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_newest_first_before_sequence_and_key_prefix() {
+    let (ledger, c) = start_memory().await;
+    // 700 entries: several 256-sequence index blocks; keys sharing prefixes, one key ("c/a")
+    // that is itself a prefix of others, one key sorting just after the "c/a/" range.
+    let keys = [
+        "c/a/1", "w/a", "c/a/2", "c/b/1", "c/a", "c/a0", "c/a/10", "",
+    ];
+    for i in 0..700usize {
+        let key = keys[(i * 7 + i / 5) % keys.len()];
+        c.append(append_req("np", key, &format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    let all = c.read_all("np").await.unwrap();
+    assert_eq!(all.len(), 700);
+    let whole = c.get_after("np", 0, 1).await.unwrap();
+    let mut checked = 0;
+    for (key, prefix) in [
+        ("", ""),
+        ("c/a/1", ""),
+        ("", "c/a/"),
+        ("", "c/"),
+        ("", "c/a"),
+        ("", "zz"),
+    ] {
+        for (after, before) in [(0, 0), (0, 300), (10, 0), (255, 513), (600, 601), (5, 5)] {
+            for limit in [0u32, 1, 3, 400] {
+                for newest_first in [false, true] {
+                    let req = proto::GetRequest {
+                        context_id: "np".into(),
+                        key: key.into(),
+                        key_prefix: prefix.into(),
+                        after_sequence: after,
+                        before_sequence: before,
+                        limit,
+                        newest_first,
+                    };
+                    let r = c.get(req.clone()).await.unwrap();
+                    let got: Vec<u64> = r.entries.iter().map(|e| e.sequence).collect();
+                    assert_eq!(got, expected_get(&all, &req), "{req:?}");
+                    for e in &r.entries {
+                        assert_eq!(e, &all[e.sequence as usize - 1], "whole entries");
+                    }
+                    assert_eq!(r.latest_sequence, 700, "latest describes the whole context");
+                    assert_eq!(
+                        r.merkle_root, whole.merkle_root,
+                        "root of the whole context"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 6 * 6 * 4 * 2);
+    // Newest first without bounds: the last entries, latest first.
+    let r = c
+        .get(proto::GetRequest {
+            context_id: "np".into(),
+            newest_first: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [700, 699]
+    );
+
+    let s = c
+        .get(proto::GetRequest {
+            context_id: "np".into(),
+            key: "c/a".into(),
+            key_prefix: "c/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message().contains("key_prefix") && s.message().contains("key and"),
+        "{}",
+        s.message()
+    );
+    let s = c
+        .get(proto::GetRequest {
+            context_id: "np".into(),
+            key_prefix: "p".repeat(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(
+        s.message().contains("key_prefix is 300 bytes"),
+        "{}",
+        s.message()
+    );
+    ledger.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_second_size_zero_means_the_latest() {
+    let (ledger, c) = start_memory().await;
+    let s = c.prove_consistency("cz", 1, 0).await.unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "empty context: {s:?}");
+    for i in 0..7 {
+        c.append(append_req("cz", "k", &format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    let latest = c.prove_consistency("cz", 3, 0).await.unwrap();
+    let explicit = c.prove_consistency("cz", 3, 7).await.unwrap();
+    assert_eq!(latest.second_size, 7);
+    assert_eq!(explicit.second_size, 7);
+    assert_eq!(latest.proof, explicit.proof);
+    assert_eq!(latest.first_root, explicit.first_root);
+    assert_eq!(
+        latest.second_root,
+        c.root("cz", 0).await.unwrap().merkle_root
+    );
+    assert_eq!(
+        c.prove_consistency("cz", 7, 0).await.unwrap().second_size,
+        7
+    );
+    let s = c.prove_consistency("cz", 8, 0).await.unwrap_err();
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    assert!(s.message().contains("first_size 8"), "{}", s.message());
+    let s = c.prove_consistency("cz", 5, 4).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     ledger.shutdown().await;
 }
 

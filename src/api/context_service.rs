@@ -8,10 +8,12 @@ use crate::actors::context::{route, AppendInput, ContextMsg, LoadInput};
 use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::integrity::proof::root_at;
-use crate::model::{validate_append, validate_context_id, validate_key_filter, Metadata};
+use crate::model::{
+    validate_append, validate_context_id, validate_key_filter, validate_key_prefix, Metadata,
+};
 use crate::proto::{self, context_service_server::ContextService};
 use crate::snapshot;
-use crate::storage::DurabilityMode;
+use crate::storage::{DurabilityMode, KeyFilter};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::{Request, Response, Status};
@@ -53,11 +55,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| LedgerError::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// A Get's key filter: `key` and `key_prefix` are exclusive.
+fn key_filter(req: &proto::GetRequest) -> LedgerResult<KeyFilter<'_>> {
+    match (req.key.as_str(), req.key_prefix.as_str()) {
+        ("", "") => Ok(KeyFilter::Any),
+        (key, "") => Ok(KeyFilter::Exact(key)),
+        ("", prefix) => Ok(KeyFilter::Prefix(prefix)),
+        (_, _) => Err(LedgerError::InvalidArgument(
+            "key and key_prefix are both set: they are exclusive, set at most one".into(),
+        )),
+    }
+}
+
 fn get(shared: &Shared, req: &proto::GetRequest) -> LedgerResult<proto::GetResponse> {
     let reader = shared.store.reader()?;
-    let key = (!req.key.is_empty()).then_some(req.key.as_str());
-    let entries =
-        reader.entries_after(&req.context_id, key, req.after_sequence, req.limit as usize)?;
+    let filter = key_filter(req)?;
+    let entries = reader.entries_in(
+        &req.context_id,
+        filter,
+        req.after_sequence,
+        req.before_sequence,
+        req.limit as usize,
+        req.newest_first,
+    )?;
     let latest = reader.latest_sequence(&req.context_id)?;
     let root = root_at(&reader.nodes(&req.context_id), latest)?;
     Ok(proto::GetResponse {
@@ -158,7 +178,9 @@ impl ContextService for ContextApi {
         let req = request.into_inner();
         validate_context_id(&self.shared.limits, &req.context_id)
             .and_then(|()| validate_key_filter(&self.shared.limits, &req.key))
+            .and_then(|()| validate_key_prefix(&self.shared.limits, &req.key_prefix))
             .map_err(|e| to_status(e.into()))?;
+        key_filter(&req).map_err(to_status)?;
         let resp = if req.limit > 0 && req.limit <= INLINE_GET_ENTRIES_MAX {
             get(&self.shared, &req)
         } else {

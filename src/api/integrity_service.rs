@@ -127,15 +127,16 @@ fn prove_consistency(
     req: &proto::ConsistencyRequest,
 ) -> LedgerResult<proto::ConsistencyResponse> {
     let ctx = req.context_id.as_str();
-    let (first, second) = (req.first_size, req.second_size);
+    let first = req.first_size;
     if first == 0 {
         return Err(LedgerError::InvalidArgument(
             "first_size 0: a consistency proof starts from a tree of at least one entry".into(),
         ));
     }
-    if first > second {
+    if req.second_size != 0 && first > req.second_size {
         return Err(LedgerError::InvalidArgument(format!(
-            "first_size {first} is greater than second_size {second}: a tree can only be proved to extend a smaller one"
+            "first_size {first} is greater than second_size {}: a tree can only be proved to extend a smaller one",
+            req.second_size
         )));
     }
     let reader = shared.store.reader()?;
@@ -143,9 +144,11 @@ fn prove_consistency(
     if latest == 0 {
         return Err(no_entries(ctx));
     }
-    if second > latest {
+    let second = resolve_size(ctx, req.second_size, latest, "second_size")?;
+    if first > second {
+        // Only reachable with second_size 0 (the latest): first_size is beyond it.
         return Err(LedgerError::NotFound(format!(
-            "second_size {second} is beyond the latest tree size {latest} of context {ctx:?}"
+            "first_size {first} is beyond the latest tree size {latest} of context {ctx:?}"
         )));
     }
     let nodes = reader.nodes(ctx);
@@ -160,6 +163,7 @@ fn prove_consistency(
         first_root: hash_bytes(&first_root),
         second_root: hash_bytes(&second_root),
         proof: proof.iter().map(hash_bytes).collect(),
+        second_size: second,
     })
 }
 

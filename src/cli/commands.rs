@@ -8,7 +8,7 @@ use super::render::{
 use super::{
     AppendArgs, CliError, ClientCommand, CommonArgs, GetArgs, LoadArgs, SnapshotArgs, WatchArgs,
 };
-use crate::client::{next_page_start, LedgerClient, READ_PAGE};
+use crate::client::{next_page_start, LedgerClient, Nodes, READ_PAGE};
 use crate::proto::{AppendRequest, GetRequest, WatchRequest};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -52,15 +52,16 @@ impl Out {
     }
 }
 
+/// A client of the first of `--server`'s nodes that answers.
 pub(super) async fn connect(common: &CommonArgs) -> Result<LedgerClient, CliError> {
-    Ok(LedgerClient::connect(&common.server).await?)
+    Ok(Nodes::new(&common.server)?.client().await?)
 }
 
 async fn append(args: AppendArgs, out: &mut Out) -> Result<(), CliError> {
     let metadata = metadata_map(args.meta)?;
     let payload = read_payload(args.payload, args.payload_file.as_deref()).await?;
-    let client = connect(&args.common).await?;
-    let ack = client
+    let nodes = Nodes::new(&args.common.server)?;
+    let ack = nodes
         .append(AppendRequest {
             context_id: args.common.context.clone(),
             key: args.key,
@@ -156,6 +157,7 @@ async fn get(args: GetArgs, out: &mut Out) -> Result<(), CliError> {
                 key: args.key.clone().unwrap_or_default(),
                 after_sequence: after,
                 limit: want,
+                ..Default::default()
             })
             .await?;
         let next = next_page_start(after, &page)?;
@@ -190,20 +192,23 @@ async fn get(args: GetArgs, out: &mut Out) -> Result<(), CliError> {
 }
 
 async fn watch(args: WatchArgs, out: &mut Out) -> Result<(), CliError> {
-    let client = connect(&args.common).await?;
+    let nodes = Nodes::new(&args.common.server)?;
     let json = args.common.json;
-    let mut stream = client
-        .watch(WatchRequest {
+    // Resumes on the next node (or the same one, restarted) from the last entry printed,
+    // recomputing every root: see `ResumableWatch`.
+    let mut stream = nodes.watch(
+        WatchRequest {
             context_id: args.common.context.clone(),
             key: args.key.clone().unwrap_or_default(),
             from_sequence: args.from,
             signal_caught_up: true,
-        })
-        .await?;
+        },
+        true,
+    );
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut last = args.from;
     loop {
+        let last = stream.last_sequence();
         let event = tokio::select! {
             signal = &mut ctrl_c => {
                 signal.map_err(|e| CliError::Local(format!("cannot listen for Ctrl-C: {e}")))?;
@@ -212,7 +217,7 @@ async fn watch(args: WatchArgs, out: &mut Out) -> Result<(), CliError> {
                 }
                 return Ok(());
             }
-            message = stream.message() => message?,
+            message = stream.next() => message?,
         };
         let Some(event) = event else {
             if !json {
@@ -221,7 +226,6 @@ async fn watch(args: WatchArgs, out: &mut Out) -> Result<(), CliError> {
             return Ok(());
         };
         if let Some(e) = &event.entry {
-            last = e.sequence;
             out.line(&if json {
                 json_line(&WatchJson {
                     entry: EntryJson::new(e),

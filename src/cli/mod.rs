@@ -102,8 +102,10 @@ pub enum IntegrityCommand {
 /// The options every client command takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// The server's gRPC endpoint, http://HOST:PORT (a bare HOST:PORT means http://HOST:PORT).
-    /// Plain HTTP/2; TLS is not supported.
+    /// The server's gRPC endpoint, http://HOST:PORT (a bare HOST:PORT means http://HOST:PORT),
+    /// or several, comma-separated: a node that does not answer is skipped, `append` is
+    /// retried on the next one with one idempotency key, `watch` resumes there. Plain
+    /// HTTP/2; TLS is not supported.
     #[arg(long, value_name = "URL", env = "LEDGER_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
 
@@ -251,6 +253,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Local(_) => EXIT_USAGE_ERROR,
             CliError::Client(ClientError::InvalidUrl { .. }) => EXIT_USAGE_ERROR,
+            CliError::Client(ClientError::Unverified(_)) => EXIT_VERIFY_FAILED,
             CliError::Client(_) | CliError::Status(_) => EXIT_SERVER_ERROR,
             CliError::Unverified(_) => EXIT_VERIFY_FAILED,
             CliError::StdoutClosed => 0,

@@ -127,7 +127,7 @@ pub(super) async fn run(args: StatusArgs, out: &mut Out) -> Result<(), CliError>
             return Err(CliError::Usage("--context must not be empty".into()));
         }
     }
-    let client = LedgerClient::connect(&args.server).await?;
+    let client = crate::client::Nodes::new(&args.server)?.client().await?;
     let (s, truncated) = fetch(&client, &args).await?;
     if args.json {
         return out.line(&json_line(&to_json(s, truncated)));

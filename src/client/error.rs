@@ -22,6 +22,9 @@ pub enum ClientError {
     /// The server answered a call with an error.
     #[error("{}", status_line(.0))]
     Status(#[from] tonic::Status),
+    /// Something a node sent does not verify (a watch's recomputed root or content hash).
+    #[error("verification failed: {0}")]
+    Unverified(String),
     /// [`wait_ready`](super::wait_ready) gave up.
     #[error("server at {url} not ready after {waited:.1?}; last attempt: {last}")]
     Timeout {

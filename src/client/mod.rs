@@ -16,8 +16,13 @@
 //! ```
 
 mod error;
+mod nodes;
 
 pub use error::{error_chain, grpc_code_name, status_line, ClientError};
+pub use nodes::{
+    check_server_url, check_server_urls, is_retryable, Nodes, ResumableWatch, RetryPolicy,
+    EXPECTED_URL,
+};
 
 use crate::proto::{
     cluster_service_client::ClusterServiceClient, context_service_client::ContextServiceClient,
@@ -55,15 +60,16 @@ pub struct LedgerClient {
 }
 
 impl LedgerClient {
-    /// Connects to `url` (`http://host:port`; a bare `host:port` gets `http://`). TLS is not
-    /// supported. Fails with [`ClientError::InvalidUrl`] or [`ClientError::Connect`], both
+    /// Connects to `url` (`http://host:port`; a bare `host:port` gets `http://`; no port or
+    /// another scheme is [`ClientError::InvalidUrl`]). TLS is not supported. For several
+    /// nodes, failover and retried appends, see [`Nodes`]. Fails with [`ClientError::InvalidUrl`] or [`ClientError::Connect`], both
     /// naming the URL, when nothing answers within [`CONNECT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
         Self::connect_within(url, CONNECT_TIMEOUT).await
     }
 
     async fn connect_within(url: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let url = normalize_url(url);
+        let url = check_server_url(url)?;
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::InvalidUrl {
                 url: url.clone(),
@@ -149,6 +155,7 @@ impl LedgerClient {
             key: String::new(),
             after_sequence: after,
             limit,
+            ..Default::default()
         })
         .await
     }
@@ -170,6 +177,7 @@ impl LedgerClient {
                     key: key.to_owned(),
                     after_sequence: after,
                     limit: READ_PAGE,
+                    ..Default::default()
                 })
                 .await?;
             let Some(next) = next_page_start(after, &page)? else {
@@ -248,7 +256,8 @@ impl LedgerClient {
             .into_inner())
     }
 
-    /// The proof that the tree of `first_size` is a prefix of the tree of `second_size`.
+    /// The proof that the tree of `first_size` is a prefix of the tree of `second_size`
+    /// (0 = the latest; the response's `second_size` says which size that was).
     pub async fn prove_consistency(
         &self,
         context_id: impl Into<String>,

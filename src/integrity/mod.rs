@@ -21,7 +21,7 @@ pub mod proof;
 pub mod replay;
 
 #[cfg(test)]
-mod reference;
+pub(crate) mod reference;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -60,6 +60,17 @@ impl Replay {
         }
     }
 
+    /// A replay that continues at `frontier.size()` from a frontier the caller verified
+    /// (for example from an inclusion proof), whose last entry had clock `last_clock`.
+    pub fn resume(context_id: &str, frontier: Frontier, last_clock: u64) -> Self {
+        Replay {
+            context_id: context_id.to_owned(),
+            frontier,
+            last_clock,
+            created: Vec::with_capacity(64),
+        }
+    }
+
     /// Entries replayed so far: the tree size.
     pub fn size(&self) -> u64 {
         self.frontier.size()

@@ -7,4 +7,6 @@ mod validate;
 
 pub use entry::{Entry, EntryContent, Hash, Metadata};
 pub use limits::Limits;
-pub use validate::{validate_append, validate_context_id, validate_key_filter, ValidationError};
+pub use validate::{
+    validate_append, validate_context_id, validate_key_filter, validate_key_prefix, ValidationError,
+};

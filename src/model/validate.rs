@@ -44,6 +44,14 @@ pub fn validate_key_filter(limits: &Limits, key: &str) -> Result<(), ValidationE
     Ok(())
 }
 
+/// A Get's key prefix obeys the entry key limit too.
+pub fn validate_key_prefix(limits: &Limits, prefix: &str) -> Result<(), ValidationError> {
+    if prefix.len() > limits.key_bytes_max {
+        return Err(too_long("key_prefix", prefix.len(), limits.key_bytes_max));
+    }
+    Ok(())
+}
+
 /// Checks every limit an append (or a restored entry) must respect.
 pub fn validate_append(
     limits: &Limits,

@@ -17,6 +17,6 @@ pub use codec::{
     CodecError,
 };
 pub use store::{
-    ContextNodes, DurabilityMode, Head, Quarantined, StorageError, Store, StoreReader,
+    ContextNodes, DurabilityMode, Head, KeyFilter, Quarantined, StorageError, Store, StoreReader,
 };
 pub use writer::{commit_batch, spawn_writer, CommitResult, OnDone, ReplicaOp, WriteOp, WriterMsg};

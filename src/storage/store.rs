@@ -296,6 +296,18 @@ pub struct StoreReader {
     nodes: OnceLock<NodesTable>,
 }
 
+/// Which keys a read returns (`StoreReader::entries_in`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFilter<'a> {
+    Any,
+    Exact(&'a str),
+    Prefix(&'a str),
+}
+
+/// Copies of U+10FFFF (4 bytes each) after a prefix to bound every key that starts with it:
+/// more bytes than any key may have (`Limits::key_bytes_max` is far below 4 × 1024).
+const PREFIX_PAD_CHARS: usize = 1024;
+
 /// A key-filtered read walks ENTRIES with one cursor alongside the key index while the
 /// next match is at most this many entries ahead; further, it seeks (a B-tree descent).
 const MERGE_SCAN_GAP_MAX: u64 = 32;
@@ -455,6 +467,117 @@ impl StoreReader {
         for (seq, end) in found {
             out.push(decode_entry_in(seq, &page, &page[begin..end])?);
             begin = end;
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` entries (0 = no limit) with `after < sequence < before` (`before` 0 =
+    /// no upper bound), filtered by `filter`, oldest or newest first (`Order`).
+    ///
+    /// Without a key filter: sequence order, a range of ENTRIES. With one key: sequence
+    /// order, a range of that key's rows of the key index. With a key prefix: key order,
+    /// then sequence order within a key (both reversed by `newest_first`), one range over
+    /// the key index rows of the matching keys. Entries are then read by sequence. The cost
+    /// is the index rows visited plus the entries returned, never the context's length.
+    pub fn entries_in(
+        &self,
+        ctx: &str,
+        filter: KeyFilter<'_>,
+        after: u64,
+        before: u64,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let before_set = before != 0;
+        if !newest_first && !before_set && !matches!(filter, KeyFilter::Prefix(_)) {
+            let key = match filter {
+                KeyFilter::Exact(k) => Some(k),
+                _ => None,
+            };
+            return self.entries_after(ctx, key, after, limit);
+        }
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        // Inclusive sequence bounds; empty when the range is.
+        let lo = after.saturating_add(1);
+        let hi = if before_set { before - 1 } else { u64::MAX };
+        if lo > hi || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let entries = self.entries_table()?;
+        if let KeyFilter::Any = filter {
+            let range = entries.range((ctx, lo)..=(ctx, hi))?;
+            let mut out = Vec::new();
+            let rows: Box<dyn Iterator<Item = _>> = if newest_first {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for r in rows.take(limit) {
+                let (k, v) = r?;
+                out.push(decode_entry(k.value().1, v.value())?);
+            }
+            return Ok(out);
+        }
+        let index = self.key_index_table()?;
+        let (lo_block, hi_block) = (lo / KEY_BLOCK_SEQS, hi / KEY_BLOCK_SEQS);
+        let upper;
+        let range = match filter {
+            KeyFilter::Exact(key) => index.range((ctx, key, lo_block)..=(ctx, key, hi_block))?,
+            KeyFilter::Prefix(prefix) => {
+                // Above every key that starts with `prefix`: keys are at most a few hundred
+                // bytes, and no UTF-8 sequence sorts above U+10FFFF's.
+                upper = format!("{prefix}{}", "\u{10FFFF}".repeat(PREFIX_PAD_CHARS));
+                index.range((ctx, prefix, 0)..(ctx, upper.as_str(), 0))?
+            }
+            KeyFilter::Any => unreachable!("handled above"),
+        };
+        let rows: Box<dyn Iterator<Item = _>> = if newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut seqs: Vec<u64> = Vec::new();
+        'rows: for r in rows {
+            let (k, v) = r?;
+            let (_, key, block) = k.value();
+            if let KeyFilter::Prefix(prefix) = filter {
+                if !key.starts_with(prefix) {
+                    continue;
+                }
+            }
+            if block < lo_block || block > hi_block {
+                continue;
+            }
+            let base = block
+                .checked_mul(KEY_BLOCK_SEQS)
+                .ok_or_else(|| CodecError(format!("key index block {block} is out of range")))?;
+            let mut in_block: Vec<u64> = Vec::new();
+            for (byte_at, byte) in v.value().iter().enumerate() {
+                let mut bits = *byte;
+                while bits != 0 {
+                    let seq = base + (byte_at * 8) as u64 + u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    if (lo..=hi).contains(&seq) {
+                        in_block.push(seq);
+                    }
+                }
+            }
+            if newest_first {
+                in_block.reverse();
+            }
+            for seq in in_block {
+                if seqs.len() == limit {
+                    break 'rows;
+                }
+                seqs.push(seq);
+            }
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let v = entries
+                .get((ctx, seq))?
+                .ok_or_else(|| CodecError(format!("key index names missing entry {seq}")))?;
+            out.push(decode_entry(seq, v.value())?);
         }
         Ok(out)
     }

@@ -121,6 +121,7 @@ async fn one(
         key: ctx.key.clone(),
         after_sequence: after,
         limit: a.tail as u32,
+        ..Default::default()
     };
     let barrier = Arc::new(Barrier::new(r + 1));
     let secs = a.duration;

@@ -108,6 +108,7 @@ async fn one(ctx: &Ctx, a: &SnapshotLoadArgs) -> BenchResult<(Report, Report)> {
                 key: String::new(),
                 after_sequence: n,
                 limit: 1,
+                ..Default::default()
             })
             .await?
             .into_inner();
