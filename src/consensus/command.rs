@@ -202,16 +202,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn another_version_is_refused_naming_both() {
-        let mut b = encode(&Proposal {
+    fn empty_proposal() -> Vec<u8> {
+        encode(&Proposal {
             id: ProposalId {
                 node: 1,
                 incarnation: 2,
                 batch: 3,
             },
             ops: vec![],
-        });
+        })
+    }
+
+    #[test]
+    fn another_version_is_refused_naming_both() {
+        let mut b = empty_proposal();
         b[0] = 9;
         let err = decode(&b).unwrap_err();
         assert_eq!(err, CommandError::Version(9));
@@ -220,14 +224,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut b = encode(&Proposal {
-            id: ProposalId {
-                node: 1,
-                incarnation: 2,
-                batch: 3,
-            },
-            ops: vec![],
-        });
+        let mut b = empty_proposal();
         b.push(0);
         assert!(matches!(decode(&b), Err(CommandError::Codec(m)) if m.contains("trailing")));
     }

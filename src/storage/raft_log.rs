@@ -240,6 +240,51 @@ impl RaftLogStore {
         self.cached.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One write transaction: `change` edits the group's entries and the state; the state
+    /// row is written with them and, once committed, becomes the cached state. Fsynced when
+    /// `fsync`.
+    fn write(
+        &self,
+        fsync: bool,
+        change: impl FnOnce(
+            &mut redb::Table<(u64, u64), &[u8]>,
+            &mut Cached,
+        ) -> Result<(), RaftLogError>,
+    ) -> Result<(), RaftLogError> {
+        let mut next = self.read().clone();
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.set_durability(if fsync {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+            change(&mut table, &mut next)?;
+            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
+            state
+                .insert(self.group, encode_state(&next).as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))?;
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Removes the group's entries `from..=to`.
+    fn remove(
+        &self,
+        table: &mut redb::Table<(u64, u64), &[u8]>,
+        from: u64,
+        to: u64,
+    ) -> Result<(), RaftLogError> {
+        for i in from..=to {
+            table.remove((self.group, i)).map_err(|e| self.io(e))?;
+        }
+        Ok(())
+    }
+
     /// Makes a `Ready`'s entries and hard state durable in one transaction (fsynced when
     /// `fsync`). Entries from `entries[0].index` on replace whatever the log held there
     /// (a new leader's log wins over an uncommitted suffix).
@@ -252,16 +297,7 @@ impl RaftLogStore {
         if entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
-        let mut next = self.read().clone();
-        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        txn.set_durability(if fsync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
+        self.write(fsync, |table, next| {
             if let Some(first) = entries.first() {
                 assert!(
                     first.index > next.compacted_index && first.index <= next.last_index + 1,
@@ -270,9 +306,7 @@ impl RaftLogStore {
                     next.compacted_index + 1,
                     next.last_index
                 );
-                for i in first.index..=next.last_index {
-                    table.remove((self.group, i)).map_err(|e| self.io(e))?;
-                }
+                self.remove(table, first.index, next.last_index)?;
                 for e in entries {
                     let bytes = e.write_to_bytes().map_err(|e| self.io(e))?;
                     table
@@ -284,62 +318,31 @@ impl RaftLogStore {
             if let Some(hs) = hard_state {
                 next.hard_state = hs.clone();
             }
-            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
-            state
-                .insert(self.group, encode_state(&next).as_slice())
-                .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))?;
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Records a commit index learnt after the `Ready` was persisted (`LightReady`).
     pub fn set_commit(&self, commit: u64, fsync: bool) -> Result<(), RaftLogError> {
-        let mut hs = self.read().hard_state.clone();
-        hs.commit = commit;
-        self.persist(&[], Some(&hs), fsync)
+        self.write(fsync, |_, next| {
+            next.hard_state.commit = commit;
+            Ok(())
+        })
     }
 
     /// Records the configuration after an applied membership change.
     pub fn set_conf_state(&self, cs: &ConfState, fsync: bool) -> Result<(), RaftLogError> {
-        let mut next = self.read().clone();
-        next.conf_state = cs.clone();
-        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        txn.set_durability(if fsync {
-            Durability::Immediate
-        } else {
-            Durability::None
+        self.write(fsync, |_, next| {
+            next.conf_state = cs.clone();
+            Ok(())
         })
-        .map_err(|e| self.io(e))?;
-        {
-            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
-            state
-                .insert(self.group, encode_state(&next).as_slice())
-                .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))?;
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
-        Ok(())
     }
 
     /// Replaces the whole log by `snap` (sent by the leader): the log starts after it.
     pub fn apply_snapshot(&self, snap: &Snapshot, fsync: bool) -> Result<(), RaftLogError> {
         let meta = snap.get_metadata();
-        let mut next = self.read().clone();
-        let txn_start = next.compacted_index + 1;
-        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        txn.set_durability(if fsync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
-            for i in txn_start..=next.last_index {
-                table.remove((self.group, i)).map_err(|e| self.io(e))?;
-            }
+        self.write(fsync, |table, next| {
+            self.remove(table, next.compacted_index + 1, next.last_index)?;
             next.compacted_index = meta.index;
             next.compacted_term = meta.term;
             next.compacted_conf = meta.get_conf_state().clone();
@@ -347,45 +350,30 @@ impl RaftLogStore {
             next.hard_state.term = next.hard_state.term.max(meta.term);
             next.hard_state.commit = meta.index;
             next.last_index = meta.index;
-            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
-            state
-                .insert(self.group, encode_state(&next).as_slice())
-                .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))?;
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Drops every entry up to and including `through` (applied, and part of a snapshot).
+    /// Not used by the server until group snapshots with data exist (see `snapshot`).
     pub fn compact(&self, through: u64) -> Result<(), RaftLogError> {
-        let mut next = self.read().clone();
-        if through <= next.compacted_index {
+        let current = self.read().clone();
+        if through <= current.compacted_index {
             return Ok(());
         }
         assert!(
-            through <= next.hard_state.commit,
+            through <= current.hard_state.commit,
             "compacting through {through}, beyond the commit index {}",
-            next.hard_state.commit
+            current.hard_state.commit
         );
         let term = raft::Storage::term(self, through).map_err(|e| self.io(e))?;
-        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(|e| self.io(e))?;
-            for i in next.compacted_index + 1..=through {
-                table.remove((self.group, i)).map_err(|e| self.io(e))?;
-            }
+        self.write(true, |table, next| {
+            self.remove(table, next.compacted_index + 1, through)?;
             next.compacted_index = through;
             next.compacted_term = term;
             next.compacted_conf = next.conf_state.clone();
-            let mut state = txn.open_table(STATE).map_err(|e| self.io(e))?;
-            state
-                .insert(self.group, encode_state(&next).as_slice())
-                .map_err(|e| self.io(e))?;
-        }
-        txn.commit().map_err(|e| self.io(e))?;
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = next;
-        Ok(())
+            Ok(())
+        })
     }
 
     pub fn hard_state(&self) -> HardState {
