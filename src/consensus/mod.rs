@@ -13,11 +13,13 @@
 //! - `member`: one member of a group, sans I/O: `RawNode` plus the writer, batching, the
 //!   apply loop and the waiters — the same code in the simulator and in the server;
 //! - `raft_config`: the Raft settings (ticks, election timeout, check-quorum, pre-vote);
+//! - `wire`: Raft messages between nodes, batched into versioned frames;
 //! - `sim`: the deterministic simulator and the checker of the ledger's promises.
 //!
-//! Status: this is step 1 of the move to Raft (issue "Replication on Raft"): the rules and
-//! the simulator of one group over every node. The server still replicates with the
-//! owner/epoch protocol of `replication` until the Raft actor replaces it.
+//! Status: step 1a of the move to Raft (issue "Replication on Raft"): the member, its
+//! durable log (`storage::raft_log`), the wire frames and the simulator. The server still
+//! replicates with the owner/epoch protocol of `replication` until the Raft actor (the shell
+//! around [`member::Member`]) replaces it.
 
 pub mod apply_rules;
 pub mod command;
@@ -26,3 +28,4 @@ pub mod member;
 pub mod raft_config;
 #[doc(hidden)]
 pub mod sim;
+pub mod wire;
