@@ -12,6 +12,7 @@
 //!   in one proposal;
 //! - `member`: one member of a group, sans I/O: `RawNode` plus the writer, batching, the
 //!   apply loop and the waiters — the same code in the simulator and in the server;
+//! - `placement`: which group holds a context, and a group's voters by rendezvous hashing;
 //! - `raft_config`: the Raft settings (ticks, election timeout, check-quorum, pre-vote);
 //! - `wire`: Raft messages between nodes, batched into versioned frames;
 //! - `sim`: the deterministic simulator and the checker of the ledger's promises.
@@ -25,6 +26,7 @@ pub mod apply_rules;
 pub mod command;
 pub mod leader_writer;
 pub mod member;
+pub mod placement;
 pub mod raft_config;
 #[doc(hidden)]
 pub mod sim;
