@@ -205,11 +205,19 @@ impl Actor for LedgerSupervisor {
         state.stopping = true;
         for (child, cell) in state.children.iter().rev() {
             tracing::debug!(child = child.name(), "stopping");
-            if let Err(e) = cell
+            match cell
                 .stop_and_wait(Some("shutdown".into()), Some(STOP_TIMEOUT))
                 .await
             {
-                tracing::warn!(child = child.name(), error = %e, "did not stop cleanly");
+                Ok(()) => {}
+                // It had already stopped by itself (the gRPC server ends its task when the
+                // shutdown signal drains it): that is a clean stop, not a failure.
+                Err(ractor::RactorErr::Messaging(ractor::MessagingErr::ChannelClosed)) => {
+                    tracing::debug!(child = child.name(), "had already stopped");
+                }
+                Err(e) => {
+                    tracing::warn!(child = child.name(), error = %e, "did not stop cleanly");
+                }
             }
         }
         let _ = reply.send(());
