@@ -23,7 +23,7 @@
 
 use super::command::AppendOp;
 use crate::integrity::canonical::entry_content_hash;
-use crate::model::Entry;
+use crate::model::{Entry, EntryContent};
 use crate::storage::Head;
 
 /// Where an op sits in the replicated log: its Raft entry's index, and its place in that
@@ -52,6 +52,19 @@ pub enum AppendDecision {
     Corrupt,
 }
 
+/// An append whose idempotency key `first` already used: a duplicate when it asks for the
+/// same content, a conflict otherwise. Also what a leader answers at once for a key it
+/// finds applied.
+pub fn decide_reused_key(first: &Entry, asked: EntryContent<'_>) -> AppendDecision {
+    if first.content() == asked {
+        AppendDecision::Duplicate(first.clone())
+    } else {
+        AppendDecision::Conflict {
+            first_sequence: first.sequence,
+        }
+    }
+}
+
 /// Decides `op`, at log position `at`, against `head` (the context's applied head),
 /// `stored_through` (the position of the last op stored into the context) and
 /// `first_with_key` (the stored entry that first used `op.idempotency_key`; None when the
@@ -67,13 +80,7 @@ pub fn decide_append(
         return AppendDecision::AlreadyApplied;
     }
     if let Some(first) = first_with_key {
-        return if first.content() == op.entry.content() {
-            AppendDecision::Duplicate(first.clone())
-        } else {
-            AppendDecision::Conflict {
-                first_sequence: first.sequence,
-            }
-        };
+        return decide_reused_key(first, op.entry.content());
     }
     let e = &op.entry;
     if e.sequence != head.sequence + 1 || e.lamport_clock <= head.lamport_clock {

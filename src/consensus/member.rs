@@ -14,7 +14,7 @@
 //! - on any change of role or term every append in flight is answered `Retry` (its outcome
 //!   is unknown; a retry with the same idempotency key returns the first entry).
 
-use super::apply_rules::{AppendDecision, LogPosition};
+use super::apply_rules::{decide_reused_key, AppendDecision, LogPosition};
 use super::command::{self, Op, Proposal, ProposalId};
 use super::leader_writer::{Generation, LeaderWriter, NewEntry};
 use crate::error::{LedgerError, LedgerResult};
@@ -193,10 +193,6 @@ impl<D: RaftDisk, W> Member<D, W> {
         (self.raw.raft.state, self.raw.raft.term)
     }
 
-    pub fn raw(&self) -> &RawNode<D> {
-        &self.raw
-    }
-
     /// The configuration this member applied last.
     pub fn conf_state(&self) -> ConfState {
         self.raw.raft.prs().conf().to_conf_state()
@@ -317,15 +313,9 @@ impl<D: RaftDisk, W> Member<D, W> {
                     payload: &req.payload,
                     metadata: &req.metadata,
                 };
-                let outcome = if first.content() == asked {
-                    Outcome::Acked {
-                        entry: first,
-                        duplicate: true,
-                    }
-                } else {
-                    Outcome::Failed(key_conflict(&req.idempotency_key, first.sequence))
-                };
-                out.answers.push((waiter, outcome));
+                let decision = decide_reused_key(&first, asked);
+                out.answers
+                    .push((waiter, outcome_of(decision, None, &req.idempotency_key)));
                 return;
             }
             Ok(None) => {}
@@ -572,26 +562,7 @@ impl<D: RaftDisk, W> Member<D, W> {
             let Some(p) = pending.next() else { continue };
             self.writer
                 .settled(&p.context, p.generation, decision == AppendDecision::Apply);
-            let outcome = match decision {
-                AppendDecision::Apply => Outcome::Acked {
-                    entry: op.entry,
-                    duplicate: false,
-                },
-                AppendDecision::Duplicate(first) => Outcome::Acked {
-                    entry: first,
-                    duplicate: true,
-                },
-                AppendDecision::Conflict { first_sequence } => {
-                    Outcome::Failed(key_conflict(&op.idempotency_key, first_sequence))
-                }
-                AppendDecision::Stale { latest, sequence } => Outcome::Retry(format!(
-                    "built as sequence {sequence} on a stale head (latest {latest})"
-                )),
-                AppendDecision::Corrupt => Outcome::Retry("content hash mismatch".into()),
-                AppendDecision::AlreadyApplied => {
-                    Outcome::Retry("decided before this node restarted".into())
-                }
-            };
+            let outcome = outcome_of(decision, Some(op.entry), &op.idempotency_key);
             if let Some(w) = p.waiter {
                 out.answers.push((w, outcome));
             }
@@ -599,8 +570,32 @@ impl<D: RaftDisk, W> Member<D, W> {
     }
 }
 
-fn key_conflict(key: &str, first_sequence: u64) -> LedgerError {
-    LedgerError::AlreadyExists(format!(
-        "idempotency key {key:?} was used for sequence {first_sequence} with other content"
-    ))
+/// What the appender of `key` is answered for `decision`; `stored` is the entry it built,
+/// the one acknowledged when the decision is `Apply`.
+fn outcome_of(decision: AppendDecision, stored: Option<Entry>, key: &str) -> Outcome {
+    match decision {
+        AppendDecision::Apply => match stored {
+            Some(entry) => Outcome::Acked {
+                entry,
+                duplicate: false,
+            },
+            None => Outcome::Retry("applied, but its entry was not kept to answer with".into()),
+        },
+        AppendDecision::Duplicate(first) => Outcome::Acked {
+            entry: first,
+            duplicate: true,
+        },
+        AppendDecision::Conflict { first_sequence } => {
+            Outcome::Failed(LedgerError::AlreadyExists(format!(
+                "idempotency key {key:?} was used for sequence {first_sequence} with other content"
+            )))
+        }
+        AppendDecision::Stale { latest, sequence } => Outcome::Retry(format!(
+            "built as sequence {sequence} on a stale head (latest {latest})"
+        )),
+        AppendDecision::Corrupt => Outcome::Retry("content hash mismatch".into()),
+        AppendDecision::AlreadyApplied => {
+            Outcome::Retry("decided before this node restarted".into())
+        }
+    }
 }
