@@ -18,19 +18,23 @@
 //! [`PlantedBug`] lets a test show that the checker catches a broken node.
 
 pub mod checker;
+mod clients;
+mod faults;
 pub mod machine;
 pub mod node;
+mod operator;
 
-use crate::consensus::member::{MembershipChange, Outcome};
+use crate::consensus::member::MembershipChange;
 use crate::consensus::raft_config::RaftTiming;
 use crate::storage::raft_log::InitialMembership;
 use checker::{Ack, Violation, Watcher};
+use clients::{Client, Reply};
+use faults::Fault;
 use node::{ClientAppend, NodeOutput, SimNode};
 use raft::prelude::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::hash::{Hash as _, Hasher};
 use std::time::Duration;
 
@@ -133,43 +137,32 @@ enum Event {
     Operator,
 }
 
-#[derive(Clone, Debug)]
-enum Fault {
-    /// Cut every link between the two sides, both ways.
-    Split(BTreeSet<usize>),
-    /// Cut the link from `from` to `to` only.
-    OneWay {
-        from: usize,
-        to: usize,
-    },
-    /// Toggle the link between two nodes `times` times, every `period_us`.
-    Flap {
-        a: usize,
-        b: usize,
-        times: u32,
-        period_us: u64,
-    },
-    Heal,
-    Crash(usize),
-    Restart(usize),
-    Pause(usize),
-    Resume(usize),
-    Loss(f64),
+/// An event due at virtual time `at`; `seq` orders events due at the same time as they
+/// were scheduled. The heap pops the earliest first.
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Event,
 }
 
-/// A node's answer to a client's attempt `request`.
-struct Reply {
-    client: usize,
-    request: u64,
-    answer: Outcome,
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
 }
 
-struct Client {
-    /// The logical append in progress: (number, context, payload, key), with its attempt.
-    current: Option<(u64, String, String, String)>,
-    request: u64,
-    next_op: u64,
-    leader_guess: usize,
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
 }
 
 struct Sim {
@@ -177,8 +170,7 @@ struct Sim {
     rng: StdRng,
     now_us: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Event>,
+    queue: BinaryHeap<Scheduled>,
     nodes: Vec<SimNode>,
     /// `blocked[a][b]`: messages from a to b are dropped.
     blocked: Vec<Vec<bool>>,
@@ -254,7 +246,6 @@ impl Sim {
             now_us: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
             nodes,
             blocked: vec![vec![false; n]; n],
             held: vec![Vec::new(); n],
@@ -278,8 +269,11 @@ impl Sim {
 
     fn at(&mut self, delay_us: u64, ev: Event) {
         self.seq += 1;
-        self.queue.push(Reverse((self.now_us + delay_us, self.seq)));
-        self.events.insert(self.seq, ev);
+        self.queue.push(Scheduled {
+            at: self.now_us + delay_us,
+            seq: self.seq,
+            ev,
+        });
     }
 
     fn active_us(&self) -> u64 {
@@ -307,7 +301,7 @@ impl Sim {
         }
         let end = self.active_us() + self.cfg.settle.as_micros() as u64;
         let mut healed = false;
-        while let Some(Reverse((t, s))) = self.queue.pop() {
+        while let Some(Scheduled { at: t, ev, .. }) = self.queue.pop() {
             if !healed && t >= self.active_us() {
                 healed = true;
                 self.now_us = self.active_us();
@@ -317,86 +311,9 @@ impl Sim {
                 break;
             }
             self.now_us = t;
-            let ev = self
-                .events
-                .remove(&s)
-                .expect("every queued event is stored");
             self.handle(ev);
         }
         self.finish();
-    }
-
-    fn plan_faults(&mut self) {
-        let n = self.nodes.len();
-        let active = self.active_us();
-        let mut t = self.rng.random_range(50_000..200_000);
-        while t < active {
-            let a = self.rng.random_range(0..n);
-            let b = (a + self.rng.random_range(1..n)) % n;
-            let dur = self.rng.random_range(100_000..600_000);
-            match self.rng.random_range(0..8) {
-                0 | 1 => {
-                    let mut side = BTreeSet::new();
-                    side.insert(a);
-                    if n == 5 && self.rng.random_bool(0.5) {
-                        side.insert(b);
-                    }
-                    self.schedule_fault(t, Fault::Split(side));
-                    self.schedule_fault(t + dur, Fault::Heal);
-                }
-                2 => {
-                    self.schedule_fault(t, Fault::OneWay { from: a, to: b });
-                    self.schedule_fault(t + dur, Fault::Heal);
-                }
-                3 => {
-                    let period_us = self.rng.random_range(5_000..60_000);
-                    self.schedule_fault(
-                        t,
-                        Fault::Flap {
-                            a,
-                            b,
-                            times: 8,
-                            period_us,
-                        },
-                    );
-                }
-                4 => {
-                    self.schedule_fault(t, Fault::Crash(a));
-                    self.schedule_fault(t + dur, Fault::Restart(a));
-                }
-                5 | 6 => {
-                    self.schedule_fault(t, Fault::Pause(a));
-                    self.schedule_fault(t + dur, Fault::Resume(a));
-                }
-                _ => {
-                    let p = [0.02, 0.1, 0.3][self.rng.random_range(0..3)];
-                    self.schedule_fault(t, Fault::Loss(p));
-                    self.schedule_fault(t + dur, Fault::Loss(0.0));
-                }
-            }
-            t += self.rng.random_range(100_000..400_000);
-        }
-    }
-
-    fn schedule_fault(&mut self, at_us: u64, f: Fault) {
-        if at_us < self.active_us() {
-            let delay = at_us - self.now_us;
-            self.at(delay, Event::Fault(f));
-        }
-    }
-
-    fn heal_everything(&mut self) {
-        self.loss = 0.0;
-        for row in &mut self.blocked {
-            row.iter_mut().for_each(|b| *b = false);
-        }
-        for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_up() {
-                self.fault(Fault::Restart(i));
-            } else if self.nodes[i].paused {
-                self.fault(Fault::Resume(i));
-            }
-        }
     }
 
     fn trace(&mut self, kind: u8, a: u64, b: u64) {
@@ -504,141 +421,13 @@ impl Sim {
         }
     }
 
-    /// One step of the membership plan: find the leader; if the current change is in its
-    /// configuration, move on; otherwise propose it (a promotion only once the learner has
-    /// caught up), and look again soon.
-    fn operator(&mut self) {
-        let Some(&change) = self.plan.get(self.plan_done) else {
-            return;
-        };
-        let leader = (0..self.nodes.len())
-            .find(|&i| !self.nodes[i].paused && self.nodes[i].is_writing_leader());
-        if let Some(l) = leader {
-            let cs = self.nodes[l].conf_state().expect("a leader is up");
-            let done = match change {
-                MembershipChange::AddLearner(id) => {
-                    cs.learners.contains(&id) || cs.voters.contains(&id)
-                }
-                MembershipChange::Promote(id) => cs.voters.contains(&id),
-                MembershipChange::Remove(id) => {
-                    !cs.voters.contains(&id) && !cs.learners.contains(&id)
-                }
-            };
-            if done {
-                if self.debug {
-                    eprintln!("{} µs: done {change:?}", self.now_us);
-                }
-                self.plan_done += 1;
-                self.at(50_000, Event::Operator);
-                return;
-            }
-            if change == MembershipChange::Remove(l as u64 + 1) {
-                // A leader is not removed: it hands over first.
-                if let Some(&to) = cs.voters.iter().find(|&&v| v != l as u64 + 1) {
-                    let mut out = NodeOutput::default();
-                    self.nodes[l].transfer_leadership(to, &mut out);
-                    self.emit(l, out);
-                }
-                self.at(30_000, Event::Operator);
-                return;
-            }
-            let ready = match change {
-                MembershipChange::Promote(id) => self.nodes[l].caught_up(id),
-                _ => true,
-            };
-            if ready {
-                let mut out = NodeOutput::default();
-                self.nodes[l].propose_membership(change, &mut out);
-                self.emit(l, out);
-            }
-        }
-        self.at(30_000, Event::Operator);
-    }
-
-    fn fault(&mut self, f: Fault) {
-        if self.debug {
-            eprintln!("{} µs: {f:?}", self.now_us);
-        }
-        match f {
-            Fault::Split(side) => {
-                let n = self.nodes.len();
-                for a in 0..n {
-                    for b in 0..n {
-                        if side.contains(&a) != side.contains(&b) {
-                            self.blocked[a][b] = true;
-                        }
-                    }
-                }
-            }
-            Fault::OneWay { from, to } => self.blocked[from][to] = true,
-            Fault::Flap {
-                a,
-                b,
-                times,
-                period_us,
-            } => {
-                let cut = !self.blocked[a][b];
-                self.blocked[a][b] = cut;
-                self.blocked[b][a] = cut;
-                if times > 1 && self.now_us + period_us < self.active_us() {
-                    self.at(
-                        period_us,
-                        Event::Fault(Fault::Flap {
-                            a,
-                            b,
-                            times: times - 1,
-                            period_us,
-                        }),
-                    );
-                }
-            }
-            Fault::Heal => {
-                for row in &mut self.blocked {
-                    row.iter_mut().for_each(|b| *b = false);
-                }
-            }
-            Fault::Crash(i) => {
-                if self.nodes[i].is_up() {
-                    self.nodes[i].crash();
-                    self.held[i].clear();
-                    self.watchers[i].disconnect();
-                }
-            }
-            Fault::Restart(i) => {
-                if !self.nodes[i].is_up() {
-                    self.nodes[i].start();
-                    let mut out = NodeOutput::default();
-                    self.nodes[i].tick(&mut out);
-                    self.emit(i, out);
-                }
-            }
-            Fault::Pause(i) => {
-                if self.nodes[i].is_up() {
-                    self.nodes[i].paused = true;
-                }
-            }
-            Fault::Resume(i) => {
-                if self.nodes[i].paused {
-                    self.nodes[i].paused = false;
-                    let held = std::mem::take(&mut self.held[i]);
-                    let mut out = NodeOutput::default();
-                    for msg in held {
-                        self.nodes[i].step(msg, &mut out);
-                    }
-                    self.emit(i, out);
-                }
-            }
-            Fault::Loss(p) => self.loss = p,
-        }
-    }
-
     /// Sends what a node produced: messages through the faulty network, answers to
     /// clients, applied entries to the node's watcher.
     fn emit(&mut self, from: usize, out: NodeOutput) {
         let leader_now = self.nodes[from]
             .role()
             .is_some_and(|(r, _)| r == raft::StateRole::Leader);
-        if leader_now && !self.was_leader(from) {
+        if leader_now && !self.leader_seen[from] {
             self.elections += 1;
             if self.debug {
                 eprintln!(
@@ -690,119 +479,6 @@ impl Sim {
             self.at(delay, Event::Flush(from));
         }
         self.leader_seen[from] = leader_now;
-    }
-
-    fn was_leader(&self, i: usize) -> bool {
-        self.leader_seen[i]
-    }
-
-    fn client_next(&mut self, c: usize) {
-        // Clients go on through the first half of the settling time: the healed group must
-        // make progress.
-        if self.now_us >= self.active_us() + self.cfg.settle.as_micros() as u64 / 2 {
-            return;
-        }
-        let client = &mut self.clients[c];
-        client.next_op += 1;
-        let op = client.next_op;
-        let context = format!("ctx-{}", self.rng.random_range(0..self.cfg.contexts));
-        let payload = format!("client {c} append {op}");
-        // One append in five carries no key: it is never retried (its outcome may stay
-        // unknown), so it must never be stored twice either.
-        let key = if self.rng.random_bool(0.8) {
-            format!("c{c}-{op}")
-        } else {
-            String::new()
-        };
-        self.clients[c].current = Some((op, context, payload, key));
-        self.client_retry(c);
-    }
-
-    fn client_retry(&mut self, c: usize) {
-        let Some((_, context, payload, key)) = self.clients[c].current.clone() else {
-            return;
-        };
-        self.attempts += 1;
-        let client = &mut self.clients[c];
-        client.request += 1;
-        let req = ClientAppend {
-            client: c,
-            request: client.request,
-            context,
-            payload,
-            idempotency_key: key,
-        };
-        let node = client.leader_guess;
-        let request = client.request;
-        let delay = self.rng.random_range(100..2_000);
-        self.at(delay, Event::Request { node, req });
-        self.at(
-            CLIENT_TIMEOUT_US,
-            Event::ClientTimeout { client: c, request },
-        );
-    }
-
-    fn client_answer(&mut self, reply: Reply) {
-        let c = reply.client;
-        if self.clients[c].request != reply.request || self.clients[c].current.is_none() {
-            return; // a late answer to an attempt the client gave up on
-        }
-        let (op, context, payload, key) = self.clients[c].current.clone().expect("checked");
-        match reply.answer {
-            Outcome::Acked { entry, duplicate } => {
-                if entry.payload.as_ref() != payload.as_bytes() {
-                    self.violations.push(Violation::WrongAck {
-                        context: context.clone(),
-                        detail: format!(
-                            "client {c} append {op} (key {key:?}) was answered with sequence {} holding another payload",
-                            entry.sequence
-                        ),
-                    });
-                }
-                self.acks.push(Ack {
-                    context,
-                    sequence: entry.sequence,
-                    content_hash: entry.content_hash,
-                    duplicate,
-                    at_us: self.now_us,
-                });
-                self.clients[c].current = None;
-                let think = self.rng.random_range(0..5_000);
-                self.at(think, Event::ClientNext(c));
-            }
-            Outcome::NotLeader { hint } => {
-                let n = self.nodes.len();
-                self.clients[c].leader_guess = if hint == 0 {
-                    self.rng.random_range(0..n)
-                } else {
-                    hint as usize - 1
-                };
-                self.retry_or_give_up(c, key.is_empty(), 5_000);
-            }
-            Outcome::Retry(_) => self.retry_or_give_up(c, key.is_empty(), 5_000),
-            Outcome::Failed(e) => {
-                self.violations.push(Violation::WrongAck {
-                    context,
-                    detail: format!("client {c} append {op} (key {key:?}) was refused: {e}"),
-                });
-                self.clients[c].current = None;
-                self.at(1_000, Event::ClientNext(c));
-            }
-        }
-    }
-
-    /// A keyless append whose outcome is unknown is abandoned; a keyed one is retried.
-    fn retry_or_give_up(&mut self, c: usize, keyless: bool, delay: u64) {
-        if keyless {
-            self.clients[c].current = None;
-            self.at(delay, Event::ClientNext(c));
-        } else {
-            // The retry goes out after `delay`; the request counter moves now so that an
-            // answer to the previous attempt is ignored.
-            self.clients[c].request += 1;
-            let request = self.clients[c].request;
-            self.at(delay, Event::ClientRetry { client: c, request });
-        }
     }
 
     fn finish(&mut self) {
