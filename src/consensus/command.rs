@@ -154,30 +154,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_entry() -> impl Strategy<Value = Entry> {
-        (
-            "[a-z0-9-]{0,12}",
-            "[a-z]{0,8}",
-            proptest::collection::vec(any::<u8>(), 0..64),
-            1u64..u64::MAX,
-            any::<u64>(),
-            proptest::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3),
-            any::<u64>(),
-            any::<[u8; 32]>(),
-        )
-            .prop_map(
-                |(id, key, payload, sequence, at, metadata, clock, hash)| Entry {
-                    id,
-                    key,
-                    payload: payload.into(),
-                    sequence,
-                    appended_at_ns: at,
-                    metadata,
-                    lamport_clock: clock,
-                    content_hash: hash,
-                },
-            )
-    }
+    use crate::model::arb_entry;
 
     proptest! {
         #[test]

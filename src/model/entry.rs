@@ -48,3 +48,31 @@ pub struct EntryContent<'a> {
     pub payload: &'a [u8],
     pub metadata: &'a Metadata,
 }
+
+/// Any entry (its hash need not match): for codec round-trip property tests.
+#[cfg(test)]
+pub fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+    use proptest::prelude::*;
+    (
+        ".{0,10}",
+        ".{0,10}",
+        proptest::collection::vec(any::<u8>(), 0..64),
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::btree_map(".{0,6}", ".{0,6}", 0..4),
+        any::<u64>(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(
+            |(id, key, payload, sequence, at, metadata, clock, hash)| Entry {
+                id,
+                key,
+                payload: Bytes::from(payload),
+                sequence,
+                appended_at_ns: at,
+                metadata,
+                lamport_clock: clock,
+                content_hash: hash,
+            },
+        )
+}

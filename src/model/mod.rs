@@ -5,6 +5,8 @@ mod entry;
 mod limits;
 mod validate;
 
+#[cfg(test)]
+pub use entry::arb_entry;
 pub use entry::{Entry, EntryContent, Hash, Metadata};
 pub use limits::Limits;
 pub use validate::{

@@ -513,30 +513,7 @@ mod tests {
         assert!(invalid_message(&from_value(&v)).starts_with("unsupported snapshot version 0"));
     }
 
-    fn arb_entry() -> impl Strategy<Value = Entry> {
-        (
-            ".{0,10}",
-            ".{0,10}",
-            proptest::collection::vec(any::<u8>(), 0..64),
-            any::<u64>(),
-            any::<u64>(),
-            proptest::collection::btree_map(".{0,6}", ".{0,6}", 0..4),
-            any::<u64>(),
-            any::<[u8; 32]>(),
-        )
-            .prop_map(
-                |(id, key, payload, sequence, at, metadata, clock, hash)| Entry {
-                    id,
-                    key,
-                    payload: Bytes::from(payload),
-                    sequence,
-                    appended_at_ns: at,
-                    metadata,
-                    lamport_clock: clock,
-                    content_hash: hash,
-                },
-            )
-    }
+    use crate::model::arb_entry;
 
     proptest! {
         #[test]
