@@ -308,6 +308,27 @@ pub enum KeyFilter<'a> {
 /// more bytes than any key may have (`Limits::key_bytes_max` is far below 4 × 1024).
 const PREFIX_PAD_CHARS: usize = 1024;
 
+/// The sequences a KEY_BLOCKS row of `block` marks, ascending.
+fn block_sequences(
+    block: u64,
+    bitmap: &[u8],
+) -> Result<impl Iterator<Item = u64> + '_, CodecError> {
+    let base = block
+        .checked_mul(KEY_BLOCK_SEQS)
+        .ok_or_else(|| CodecError(format!("key index block {block} is out of range")))?;
+    Ok(bitmap.iter().enumerate().flat_map(move |(byte_at, byte)| {
+        let mut bits = *byte;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let seq = base + (byte_at * 8) as u64 + u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            Some(seq)
+        })
+    }))
+}
+
 /// A key-filtered read walks ENTRIES with one cursor alongside the key index while the
 /// next match is at most this many entries ahead; further, it seeks (a B-tree descent).
 const MERGE_SCAN_GAP_MAX: u64 = 32;
@@ -418,43 +439,31 @@ impl StoreReader {
                     index.range((ctx, key, start / KEY_BLOCK_SEQS)..=(ctx, key, u64::MAX))?
                 {
                     let (k, v) = r?;
-                    let block = k.value().2;
-                    let base = block.checked_mul(KEY_BLOCK_SEQS).ok_or_else(|| {
-                        CodecError(format!("key index block {block} is out of range"))
-                    })?;
-                    for (byte_at, byte) in v.value().iter().enumerate() {
-                        let mut bits = *byte;
-                        while bits != 0 {
-                            let seq =
-                                base + (byte_at * 8) as u64 + u64::from(bits.trailing_zeros());
-                            bits &= bits - 1;
-                            if seq < start {
-                                continue;
+                    for seq in block_sequences(k.value().2, v.value())? {
+                        if seq < start {
+                            continue;
+                        }
+                        if taken == limit {
+                            break 'blocks;
+                        }
+                        taken += 1;
+                        let missing = || CodecError(format!("key index names missing entry {seq}"));
+                        if !matches!(&cursor, Some((_, at)) if *at < seq && seq - *at <= MERGE_SCAN_GAP_MAX)
+                        {
+                            cursor = Some((entries.range((ctx, seq)..=(ctx, u64::MAX))?, seq - 1));
+                        }
+                        let Some((range, at)) = cursor.as_mut() else {
+                            unreachable!("cursor set above");
+                        };
+                        loop {
+                            let (k, v) = range.next().ok_or_else(missing)??;
+                            *at = k.value().1;
+                            if *at == seq {
+                                keep(seq, v.value());
+                                break;
                             }
-                            if taken == limit {
-                                break 'blocks;
-                            }
-                            taken += 1;
-                            let missing =
-                                || CodecError(format!("key index names missing entry {seq}"));
-                            if !matches!(&cursor, Some((_, at)) if *at < seq && seq - *at <= MERGE_SCAN_GAP_MAX)
-                            {
-                                cursor =
-                                    Some((entries.range((ctx, seq)..=(ctx, u64::MAX))?, seq - 1));
-                            }
-                            let Some((range, at)) = cursor.as_mut() else {
-                                unreachable!("cursor set above");
-                            };
-                            loop {
-                                let (k, v) = range.next().ok_or_else(missing)??;
-                                *at = k.value().1;
-                                if *at == seq {
-                                    keep(seq, v.value());
-                                    break;
-                                }
-                                if *at > seq {
-                                    return Err(missing().into());
-                                }
+                            if *at > seq {
+                                return Err(missing().into());
                             }
                         }
                     }
@@ -548,20 +557,9 @@ impl StoreReader {
             if block < lo_block || block > hi_block {
                 continue;
             }
-            let base = block
-                .checked_mul(KEY_BLOCK_SEQS)
-                .ok_or_else(|| CodecError(format!("key index block {block} is out of range")))?;
-            let mut in_block: Vec<u64> = Vec::new();
-            for (byte_at, byte) in v.value().iter().enumerate() {
-                let mut bits = *byte;
-                while bits != 0 {
-                    let seq = base + (byte_at * 8) as u64 + u64::from(bits.trailing_zeros());
-                    bits &= bits - 1;
-                    if (lo..=hi).contains(&seq) {
-                        in_block.push(seq);
-                    }
-                }
-            }
+            let mut in_block: Vec<u64> = block_sequences(block, v.value())?
+                .filter(|seq| (lo..=hi).contains(seq))
+                .collect();
             if newest_first {
                 in_block.reverse();
             }
