@@ -115,6 +115,32 @@ pub struct ServeArgs {
     )]
     pub replication_acks: ReplicationAcks,
 
+    /// How the cluster replicates: `owner-epoch`, the first protocol (being retired), or
+    /// `raft`: one Raft group over every node, the leader the single writer; an append is
+    /// acknowledged once a majority of the voters hold it durably and it is applied. A node
+    /// or side without a majority acknowledges nothing. Every node of a cluster must use the
+    /// same one. See docs/CLUSTER.md, "Moving to Raft".
+    #[arg(
+        long = "replication",
+        env = "LEDGER_REPLICATION",
+        default_value = "owner-epoch",
+        value_enum,
+        help_heading = "Cluster"
+    )]
+    pub replication: ReplicationProtocol,
+
+    /// With --replication raft: how long a follower hears nothing from its leader before it
+    /// campaigns (each follower waits a random time between this and twice this). A frozen
+    /// or cut-off leader is replaced within about twice this plus one election round.
+    #[arg(
+        long,
+        env = "LEDGER_RAFT_ELECTION_TIMEOUT_MS",
+        default_value_t = 1000,
+        value_name = "MS",
+        help_heading = "Cluster"
+    )]
+    pub raft_election_timeout_ms: u64,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
     /// "converge_ledger=debug". The default quiets ractor_cluster, which warns about ordinary
     /// events (a duplicate connection resolved, a peer exiting); our own cluster logs say
@@ -127,6 +153,15 @@ pub struct ServeArgs {
     /// process. Hidden from --help; see docs/CLUSTER.md, "Chaos run".
     #[arg(long, env = "LEDGER_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
+}
+
+/// `--replication`: the cluster's replication protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplicationProtocol {
+    /// The first protocol: owners, epochs, quarantine (being retired).
+    OwnerEpoch,
+    /// One Raft group over every node (raft-rs).
+    Raft,
 }
 
 /// `--replication-acks`: how many replicas must have committed an append before it is
@@ -169,6 +204,9 @@ pub struct ClusterConfig {
     pub peers: Vec<String>,
     pub secret: String,
     pub replication_acks: ReplicationAcks,
+    pub replication: ReplicationProtocol,
+    /// With Raft: ticks, election timeout, heartbeat.
+    pub raft_timing: crate::consensus::raft_config::RaftTiming,
 }
 
 /// Where the data lives.
@@ -326,13 +364,41 @@ fn cluster_from_args(a: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError
             return Err(ConfigError(format!("--peer {peer:?} is not HOST:PORT")));
         }
     }
+    let raft_timing = raft_timing(a)?;
+    if a.replication == ReplicationProtocol::Raft && a.replication_acks != ReplicationAcks::Count(0)
+    {
+        return Err(ConfigError(format!(
+            "--replication-acks {} is not built for --replication raft yet: an append is \
+             acknowledged once a majority of the group's voters hold it (leave the flag out)",
+            a.replication_acks
+        )));
+    }
     Ok(Some(ClusterConfig {
         node_name,
         listen,
         peers: a.peers.clone(),
         secret,
         replication_acks: a.replication_acks,
+        replication: a.replication,
+        raft_timing,
     }))
+}
+
+/// The shortest election timeout accepted: three ticks.
+const ELECTION_TIMEOUT_MS_MIN: u64 = 300;
+const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+
+fn raft_timing(a: &ServeArgs) -> Result<crate::consensus::raft_config::RaftTiming, ConfigError> {
+    let ms = a.raft_election_timeout_ms;
+    if !(ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX).contains(&ms) {
+        return Err(ConfigError(format!(
+            "--raft-election-timeout-ms is {ms}; it must be between {ELECTION_TIMEOUT_MS_MIN} \
+             and {ELECTION_TIMEOUT_MS_MAX}"
+        )));
+    }
+    let mut timing = crate::consensus::raft_config::RaftTiming::default();
+    timing.election_ticks = (ms / timing.tick.as_millis() as u64) as usize;
+    Ok(timing)
 }
 
 #[cfg(test)]

@@ -38,6 +38,42 @@ pub enum StartError {
     Tree(String),
     #[error("signing key {path}: {reason}")]
     SigningKey { path: String, reason: String },
+    #[error("{0}")]
+    Raft(String),
+}
+
+/// Opens the Raft log database beside the store and checks that the store can be a Raft
+/// member: a data dir that holds entries but no Raft log was written by a single node or by
+/// the owner/epoch cluster, and its contexts cannot join a group whose members must all
+/// apply the same log from the start.
+fn raft_setup(
+    config: &Config,
+    store: &Store,
+    cluster: &crate::config::ClusterConfig,
+) -> Result<crate::actors::raft::RaftSetup, StartError> {
+    use crate::storage::raft_log::{self, RaftLogStore};
+    let raft_db = match &config.storage {
+        StorageConfig::Memory => raft_log::memory_database(),
+        StorageConfig::Dir { path, .. } => raft_log::open_database(path),
+    }
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let has_log = RaftLogStore::exists(&raft_db, 0).map_err(|e| StartError::Raft(e.to_string()))?;
+    if !has_log && crate::storage::raft_apply::has_entries(store)? {
+        let dir = match &config.storage {
+            StorageConfig::Dir { path, .. } => path.display().to_string(),
+            StorageConfig::Memory => "(memory)".into(),
+        };
+        return Err(StartError::Raft(format!(
+            "data dir {dir} holds contexts written without Raft (by a single node or the \
+             owner/epoch cluster), and a Raft node must start empty: export each context with \
+             Snapshot, start this node on an empty --data-dir, and Load them through the cluster"
+        )));
+    }
+    Ok(crate::actors::raft::RaftSetup {
+        raft_db,
+        timing: cluster.raft_timing,
+        peers: cluster.peers.clone(),
+    })
 }
 
 /// Reads the checkpoint signing key (`serve --signing-key`), if one is configured.
@@ -151,7 +187,16 @@ impl Ledger {
             }
             // A fresh Shared: the slots are empty, so these cannot fail.
             let _ = shared.cluster_link.set(link.clone());
-            if replicate {
+            let raft = config
+                .cluster
+                .as_ref()
+                .filter(|c| c.replication == crate::config::ReplicationProtocol::Raft);
+            if let Some(c) = raft {
+                let setup = raft_setup(config, &shared.store, c)?;
+                let _ = shared
+                    .raft
+                    .set(crate::actors::raft::RaftHandle::new(link, 0, mode, setup));
+            } else if replicate {
                 let _ = shared
                     .replication
                     .set(crate::actors::replication::Replication::new(link, acks));

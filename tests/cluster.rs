@@ -42,6 +42,8 @@ fn config(
         peers: peers.iter().map(|p| p.to_string()).collect(),
         secret: secret.to_string(),
         replication_acks: ReplicationAcks::All,
+        replication: converge_ledger::config::ReplicationProtocol::OwnerEpoch,
+        raft_timing: Default::default(),
     });
     c
 }

@@ -92,6 +92,8 @@ fn config(name: &str, listen: SocketAddr, peers: &[SocketAddr], secret: &str) ->
         peers: peers.iter().map(|p| p.to_string()).collect(),
         secret: secret.to_string(),
         replication_acks: ReplicationAcks::Count(0),
+        replication: converge_ledger::config::ReplicationProtocol::OwnerEpoch,
+        raft_timing: Default::default(),
     });
     c
 }

@@ -20,6 +20,8 @@ fn config(name: &str, acks: ReplicationAcks) -> Config {
             peers: Vec::new(),
             secret: "test".into(),
             replication_acks: acks,
+            replication: converge_ledger::config::ReplicationProtocol::OwnerEpoch,
+            raft_timing: Default::default(),
         }),
         ..Config::for_test()
     }

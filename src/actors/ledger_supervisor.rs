@@ -7,6 +7,7 @@
 use super::cluster::{ClusterManager, ClusterManagerArgs, RactorLink, CLUSTER_MANAGER_NAME};
 use super::context::{ContextSupervisor, CONTEXT_SUPERVISOR_NAME};
 use super::grpc::{GrpcServerArgs, GrpcServerSupervisor, GRPC_SERVER_NAME};
+use super::raft::{RaftGroupActor, RAFT_GROUP_NAME};
 use super::replication::{Replicator, REPLICATOR_NAME};
 use super::storage::{StorageSupervisor, STORAGE_SUPERVISOR_NAME};
 use super::watch::{WatchRegistry, WATCH_REGISTRY_NAME};
@@ -47,16 +48,18 @@ enum Child {
     Watch,
     Cluster,
     Replicator,
+    Raft,
     Contexts,
     Grpc,
 }
 
 impl Child {
-    const START_ORDER: [Child; 6] = [
+    const START_ORDER: [Child; 7] = [
         Child::Storage,
         Child::Watch,
         Child::Cluster,
         Child::Replicator,
+        Child::Raft,
         Child::Contexts,
         Child::Grpc,
     ];
@@ -67,6 +70,7 @@ impl Child {
         match self {
             Child::Cluster => cluster.is_some(),
             Child::Replicator => shared.replication().is_some(),
+            Child::Raft => shared.raft().is_some(),
             _ => true,
         }
     }
@@ -77,6 +81,7 @@ impl Child {
             Child::Watch => WATCH_REGISTRY_NAME,
             Child::Cluster => CLUSTER_MANAGER_NAME,
             Child::Replicator => REPLICATOR_NAME,
+            Child::Raft => RAFT_GROUP_NAME,
             Child::Contexts => CONTEXT_SUPERVISOR_NAME,
             Child::Grpc => GRPC_SERVER_NAME,
         }
@@ -115,6 +120,10 @@ async fn start_child(
                 .map(|(a, _)| a.get_cell()),
             Child::Replicator => cell
                 .spawn_linked(name.clone(), Replicator, state_shared.clone())
+                .await
+                .map(|(a, _)| a.get_cell()),
+            Child::Raft => cell
+                .spawn_linked(name.clone(), RaftGroupActor, state_shared.clone())
                 .await
                 .map(|(a, _)| a.get_cell()),
             Child::Cluster => match cluster {

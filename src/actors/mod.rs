@@ -8,7 +8,9 @@
 //! ├── ClusterManager (when clustered)   cluster/   (ractor_cluster node, peers, membership)
 //! │   ├── NodeServer                    ractor_cluster (listener + one NodeSession per peer)
 //! │   └── PeerEndpoint                  cluster/   (frames from peers → the RactorLink)
-//! ├── Replicator (cluster nodes only)   replication/ (forwarding, shipping, catch-up)
+//! ├── Replicator (owner-epoch nodes)    replication/ (forwarding, shipping, catch-up)
+//! ├── RaftGroupActor (raft nodes)       raft/      (the group's thread: Raft log, apply,
+//! │                                                  forwarding to the leader)
 //! ├── ContextSupervisor                 context/
 //! │   └── ContextActor × live contexts  context/   (single writer of one context)
 //! └── GrpcServerSupervisor              grpc/      (the tonic server)
@@ -23,6 +25,7 @@ pub mod context;
 pub mod fault_injection;
 pub mod grpc;
 mod ledger_supervisor;
+pub mod raft;
 pub mod replication;
 mod restart_budget;
 mod shared;

@@ -6,6 +6,7 @@
 //! one it gets UNAVAILABLE instead of a stale handle.
 
 use super::cluster::ClusterLink;
+use super::raft::RaftHandle;
 use super::replication::Replication;
 use super::watch::WatchHub;
 use crate::config::{ClusterConfig, Config};
@@ -41,6 +42,9 @@ pub struct Shared {
     pub cluster_link: OnceLock<Arc<dyn ClusterLink>>,
     /// The replication state, set with `cluster_link` (see `actors::replication`).
     pub replication: OnceLock<Arc<Replication>>,
+    /// The node's Raft group, set with `cluster_link` instead of `replication` under
+    /// `--replication raft` (see `actors::raft`).
+    pub raft: OnceLock<Arc<RaftHandle>>,
     /// The cluster flags (`serve --node-name ...`); None on a single node.
     pub cluster_config: Option<ClusterConfig>,
 }
@@ -66,6 +70,7 @@ impl Shared {
             checkpoint_signer,
             cluster_link: OnceLock::new(),
             replication: OnceLock::new(),
+            raft: OnceLock::new(),
             cluster_config: config.cluster.clone(),
         })
     }
@@ -93,6 +98,11 @@ impl Shared {
     /// and then nothing on the append path does replication work.
     pub fn replication(&self) -> Option<&Arc<Replication>> {
         self.replication.get()
+    }
+
+    /// The node's Raft group, if this node runs `--replication raft`.
+    pub fn raft(&self) -> Option<&Arc<RaftHandle>> {
+        self.raft.get()
     }
 
     pub fn is_shutting_down(&self) -> bool {

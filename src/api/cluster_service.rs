@@ -59,6 +59,63 @@ pub const STATUS_QUARANTINE_MAX: usize = 1000;
 /// Why an entry is in quarantine (the one way one gets there: docs/CLUSTER.md).
 const QUARANTINE_REASON: &str = "diverged from the authoritative history (greatest epoch, then size, then node name) when replicas were reconciled";
 
+fn member_status(m: crate::actors::cluster::MemberState) -> proto::MemberStatus {
+    proto::MemberStatus {
+        name: m.name,
+        address: m.address.unwrap_or_default(),
+        state: member_state_name(m.status).to_string(),
+        since_unix_ms: unix_ms(m.since),
+    }
+}
+
+/// A `--replication raft` node's answer: its members and its group as it sees them.
+fn raft_status(
+    raft: &crate::actors::raft::RaftHandle,
+    durability: String,
+    contexts: Vec<proto::ContextStatus>,
+    next_after_context_id: String,
+) -> proto::StatusResponse {
+    let g = raft.status();
+    let last = g.last_index;
+    proto::StatusResponse {
+        node_name: raft.link().node_name().to_string(),
+        clustered: true,
+        replication_acks: "majority".into(),
+        durability,
+        members: raft
+            .link()
+            .member_states()
+            .into_iter()
+            .map(member_status)
+            .collect(),
+        contexts,
+        next_after_context_id,
+        replication: "raft".into(),
+        raft_groups: vec![proto::RaftGroupStatus {
+            group: g.group,
+            role: g.role,
+            term: g.term,
+            leader: g.leader.unwrap_or_default(),
+            commit_index: g.commit,
+            applied_index: g.applied,
+            last_index: last,
+            voters: g.voters,
+            learners: g.learners,
+            followers: g
+                .matched
+                .into_iter()
+                .map(|(node, m)| proto::RaftFollowerProgress {
+                    node,
+                    match_index: m,
+                    lag: last.saturating_sub(m),
+                })
+                .collect(),
+            forming: g.forming.unwrap_or_default(),
+        }],
+        ..Default::default()
+    }
+}
+
 /// The whole answer, from local state only.
 pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto::StatusResponse> {
     let limit = match req.limit {
@@ -113,6 +170,14 @@ pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto
         contexts.push(status);
     }
     let durability = durability_name(shared.store.mode()).to_string();
+    if let Some(raft) = shared.raft() {
+        return Ok(raft_status(
+            raft,
+            durability,
+            contexts,
+            next_after_context_id,
+        ));
+    }
     let Some(r) = replication::replication_status(shared, &reader, STATUS_QUARANTINE_MAX)? else {
         return Ok(proto::StatusResponse {
             replication_acks: "0".into(),
@@ -127,16 +192,9 @@ pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto
         clustered: true,
         replication_acks: r.acks.to_string(),
         durability,
-        members: r
-            .members
-            .into_iter()
-            .map(|m| proto::MemberStatus {
-                name: m.name,
-                address: m.address.unwrap_or_default(),
-                state: member_state_name(m.status).to_string(),
-                since_unix_ms: unix_ms(m.since),
-            })
-            .collect(),
+        members: r.members.into_iter().map(member_status).collect(),
+        replication: "owner-epoch".into(),
+        raft_groups: Vec::new(),
         contexts,
         next_after_context_id,
         quarantined_entries: r.quarantined_total,

@@ -155,7 +155,19 @@ impl ContextService for ContextApi {
         };
         // Each attempt sends a copy (the payload is shared, not copied): an actor that
         // stopped before taking the message dropped it, and the retry needs it again.
-        let outcome = if self.shared.replication().is_some() {
+        let outcome = if let Some(raft) = self.shared.raft() {
+            raft.append(
+                &context_id,
+                crate::consensus::leader_writer::NewEntry {
+                    key: input.key,
+                    payload: input.payload,
+                    metadata: input.metadata,
+                    received_lamport_clock: input.received_lamport_clock,
+                    idempotency_key: input.idempotency_key,
+                },
+            )
+            .await
+        } else if self.shared.replication().is_some() {
             crate::actors::replication::append(&self.shared, &context_id, input).await
         } else {
             route(&self.shared, &context_id, |reply| {
@@ -225,6 +237,14 @@ impl ContextService for ContextApi {
             .await
             .map_err(to_status)?;
         let context_id: Arc<str> = Arc::from(req.context_id);
+        if self.shared.raft().is_some() {
+            return Err(to_status(LedgerError::Unavailable(
+                "Load is not built yet on a --replication raft cluster (a loaded context must \
+                 go through the group's log; planned with group snapshots): load on a single \
+                 node, or on an owner-epoch cluster"
+                    .into(),
+            )));
+        }
         if self.shared.replication().is_some() {
             crate::actors::replication::check_load(&self.shared, &context_id)
                 .await

@@ -198,6 +198,33 @@ impl<D: RaftDisk, W> Member<D, W> {
         self.raw.raft.prs().conf().to_conf_state()
     }
 
+    /// The highest log index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The highest index in this member's log.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    /// On a leader, each member's match index (the highest index known to be in its log);
+    /// empty on a follower, which does not track the others.
+    pub fn match_indexes(&self) -> Vec<(u64, u64)> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Vec::new();
+        }
+        let mut out: Vec<(u64, u64)> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Whether member `id` holds every committed entry (as far as this leader knows).
     pub fn caught_up(&self, id: u64) -> bool {
         self.raw

@@ -26,6 +26,7 @@ pub mod apply_rules;
 pub mod command;
 pub mod leader_writer;
 pub mod member;
+pub mod peer_msg;
 pub mod placement;
 pub mod raft_config;
 #[doc(hidden)]

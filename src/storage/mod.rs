@@ -5,6 +5,7 @@
 
 pub(crate) mod codec;
 mod pipeline;
+pub mod raft_apply;
 pub mod raft_log;
 mod schema;
 mod store;

@@ -223,6 +223,21 @@ impl RaftLogStore {
         })
     }
 
+    /// Whether group `group` has a log in `db` (a node that was part of it before).
+    pub fn exists(db: &Database, group: u64) -> Result<bool, RaftLogError> {
+        let io = |e: &dyn std::fmt::Display| RaftLogError::Io {
+            path: "raft.redb".into(),
+            reason: e.to_string(),
+        };
+        let txn = db.begin_read().map_err(|e| io(&e))?;
+        let state = match txn.open_table(STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(io(&e)),
+        };
+        Ok(state.get(group).map_err(|e| io(&e))?.is_some())
+    }
+
     /// Whether the member's writes are fsynced (default: yes).
     pub fn with_fsync(mut self, fsync: bool) -> Self {
         self.fsync = fsync;

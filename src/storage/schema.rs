@@ -78,3 +78,9 @@ pub const CONTEXT_EPOCH: TableDefinition<&str, u64> = TableDefinition::new("cont
 /// them gets them, empty, at open).
 pub const QUARANTINE: TableDefinition<(&str, u64, u64), (u64, &[u8])> =
     TableDefinition::new("quarantine");
+
+/// Raft group → (index, term) of the last Raft entry whose every op is in this store,
+/// written in the same transaction as those ops (`raft_apply`), so the applied state and
+/// the position it reflects never disagree after a crash. Absent = nothing applied yet.
+/// A table added without a layout change (a store written before it gets it, empty).
+pub const RAFT_APPLIED: TableDefinition<u64, (u64, u64)> = TableDefinition::new("raft_applied");

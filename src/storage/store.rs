@@ -205,6 +205,7 @@ impl Store {
             txn.open_table(MERKLE_NODES)?;
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(CONTEXT_EPOCH)?;
+            txn.open_table(super::schema::RAFT_APPLIED)?;
             txn.open_table(QUARANTINE)?;
         }
         txn.commit()?;

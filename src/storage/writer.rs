@@ -329,6 +329,19 @@ pub(crate) fn write_batch(
     if !epochs.is_empty() {
         raise_epochs(&txn, epochs)?;
     }
+    write_ops(&txn, batch, outcomes)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Writes every op of `batch` that continues its context (`continues`) inside `txn`,
+/// recording a per-op outcome: the one write path of the writer, the log's replay and a
+/// Raft group's apply (`raft_apply`).
+pub(crate) fn write_ops(
+    txn: &redb::WriteTransaction,
+    batch: &[&WriteOp],
+    outcomes: &mut Vec<Result<u64, LedgerError>>,
+) -> Result<(), StorageError> {
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut key_blocks = txn.open_table(KEY_BLOCKS)?;
@@ -403,7 +416,6 @@ pub(crate) fn write_batch(
             key_blocks.insert((*ctx, *key, *block), bits)?;
         }
     }
-    txn.commit()?;
     Ok(())
 }
 

@@ -176,6 +176,22 @@ impl Cluster {
         }
     }
 
+    /// Silences every link to and from node `i` without closing any (proxied clusters
+    /// only): bytes are held until `resume_all`.
+    pub fn silence(&self, i: usize) {
+        for ((from, to), p) in &self.proxies {
+            if *from == i || *to == i {
+                p.stall();
+            }
+        }
+    }
+
+    pub fn resume_all(&self) {
+        for p in self.proxies.values() {
+            p.resume();
+        }
+    }
+
     pub fn heal_all(&self) {
         for p in self.proxies.values() {
             p.heal();

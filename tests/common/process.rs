@@ -228,6 +228,22 @@ impl ServerProcess {
         }
     }
 
+    /// `kill -STOP`: the process freezes with every socket open.
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc_kill(self.child.id() as i32, 19);
+        }
+    }
+
+    /// `kill -CONT`: a frozen process runs again.
+    pub fn thaw(&self) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe {
+            libc_kill(self.child.id() as i32, 18);
+        }
+    }
+
     /// The exit status if the process ended on its own (it was not killed by the test).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         if !self.running {

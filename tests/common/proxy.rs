@@ -1,15 +1,19 @@
 //! A TCP proxy a test controls, to partition cluster nodes: `cut()` closes every
-//! connection through it and refuses new ones until `heal()`.
+//! connection through it and refuses new ones until `heal()`; `stall()` is the silent
+//! kind — connections stay open but no byte passes either way (a lost network path, which
+//! closes nothing) until `resume()`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<watch::Sender<bool>>,
+    stalled: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -20,8 +24,10 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (cut, _) = watch::channel(false);
         let cut = Arc::new(cut);
+        let stalled = Arc::new(watch::channel(false).0);
         let task = {
             let cut = cut.clone();
+            let stalled = stalled.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((inbound, _)) = listener.accept().await else {
@@ -32,6 +38,7 @@ impl Proxy {
                         continue;
                     }
                     let mut rx = cut.subscribe();
+                    let (s1, s2) = (stalled.subscribe(), stalled.subscribe());
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
@@ -41,15 +48,30 @@ impl Proxy {
                         let (mut ri, mut wi) = inbound.into_split();
                         let (mut ro, mut wo) = outbound.into_split();
                         tokio::select! {
-                            _ = tokio::io::copy(&mut ri, &mut wo) => {}
-                            _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                            _ = pump(&mut ri, &mut wo, s1) => {}
+                            _ = pump(&mut ro, &mut wi, s2) => {}
                             _ = rx.wait_for(|c| *c) => {}
                         }
                     });
                 }
             })
         };
-        Proxy { addr, cut, task }
+        Proxy {
+            addr,
+            cut,
+            stalled,
+            task,
+        }
+    }
+
+    /// Stops every byte, both ways, without closing anything.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Lets the held bytes through again.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
     }
 
     /// Drops every connection through the proxy and refuses new ones.
@@ -60,6 +82,30 @@ impl Proxy {
     /// Lets connections through again.
     pub fn heal(&self) {
         self.cut.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding the bytes (neither reading nor writing) while stalled.
+async fn pump(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    mut stalled: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

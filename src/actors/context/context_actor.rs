@@ -138,7 +138,7 @@ pub struct ContextState {
 /// A UUIDv7 from the append's own timestamp and 74 random bits from the thread-local
 /// generator: unique, time-ordered to the millisecond, and no `getrandom` system call per
 /// append (`Uuid::now_v7` made one or two).
-fn new_entry_id(appended_at_ns: u64) -> String {
+pub fn new_entry_id(appended_at_ns: u64) -> String {
     let random: [u8; 10] = rand::random();
     uuid::Builder::from_unix_timestamp_millis(appended_at_ns / 1_000_000, &random)
         .into_uuid()

@@ -7,7 +7,8 @@ mod context_supervisor;
 mod route;
 
 pub use context_actor::{
-    AppendInput, AppendOutcome, ApplyInput, ContextActor, ContextMsg, LoadInput, LoadOutcome,
+    new_entry_id, AppendInput, AppendOutcome, ApplyInput, ContextActor, ContextMsg, LoadInput,
+    LoadOutcome,
 };
 pub use context_supervisor::{ContextSupervisor, ContextSupervisorMsg, CONTEXT_SUPERVISOR_NAME};
 pub use route::{actor_name, deliver, route};

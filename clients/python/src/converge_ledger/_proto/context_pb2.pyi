@@ -251,7 +251,7 @@ class StatusRequest(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., after_context_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("node_name", "clustered", "replication_acks", "durability", "members", "contexts", "next_after_context_id", "quarantined_entries", "quarantine")
+    __slots__ = ("node_name", "clustered", "replication_acks", "durability", "members", "contexts", "next_after_context_id", "quarantined_entries", "quarantine", "replication", "raft_groups")
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     CLUSTERED_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_ACKS_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,8 @@ class StatusResponse(_message.Message):
     NEXT_AFTER_CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    RAFT_GROUPS_FIELD_NUMBER: _ClassVar[int]
     node_name: str
     clustered: bool
     replication_acks: str
@@ -270,7 +272,45 @@ class StatusResponse(_message.Message):
     next_after_context_id: str
     quarantined_entries: int
     quarantine: _containers.RepeatedCompositeFieldContainer[QuarantinedEntry]
-    def __init__(self, node_name: _Optional[str] = ..., clustered: _Optional[bool] = ..., replication_acks: _Optional[str] = ..., durability: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., contexts: _Optional[_Iterable[_Union[ContextStatus, _Mapping]]] = ..., next_after_context_id: _Optional[str] = ..., quarantined_entries: _Optional[int] = ..., quarantine: _Optional[_Iterable[_Union[QuarantinedEntry, _Mapping]]] = ...) -> None: ...
+    replication: str
+    raft_groups: _containers.RepeatedCompositeFieldContainer[RaftGroupStatus]
+    def __init__(self, node_name: _Optional[str] = ..., clustered: _Optional[bool] = ..., replication_acks: _Optional[str] = ..., durability: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberStatus, _Mapping]]] = ..., contexts: _Optional[_Iterable[_Union[ContextStatus, _Mapping]]] = ..., next_after_context_id: _Optional[str] = ..., quarantined_entries: _Optional[int] = ..., quarantine: _Optional[_Iterable[_Union[QuarantinedEntry, _Mapping]]] = ..., replication: _Optional[str] = ..., raft_groups: _Optional[_Iterable[_Union[RaftGroupStatus, _Mapping]]] = ...) -> None: ...
+
+class RaftGroupStatus(_message.Message):
+    __slots__ = ("group", "role", "term", "leader", "commit_index", "applied_index", "last_index", "voters", "learners", "followers", "forming")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    FORMING_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    role: str
+    term: int
+    leader: str
+    commit_index: int
+    applied_index: int
+    last_index: int
+    voters: _containers.RepeatedScalarFieldContainer[str]
+    learners: _containers.RepeatedScalarFieldContainer[str]
+    followers: _containers.RepeatedCompositeFieldContainer[RaftFollowerProgress]
+    forming: str
+    def __init__(self, group: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., voters: _Optional[_Iterable[str]] = ..., learners: _Optional[_Iterable[str]] = ..., followers: _Optional[_Iterable[_Union[RaftFollowerProgress, _Mapping]]] = ..., forming: _Optional[str] = ...) -> None: ...
+
+class RaftFollowerProgress(_message.Message):
+    __slots__ = ("node", "match_index", "lag")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    match_index: int
+    lag: int
+    def __init__(self, node: _Optional[str] = ..., match_index: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
     __slots__ = ("name", "address", "state", "since_unix_ms")
