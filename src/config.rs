@@ -104,32 +104,19 @@ pub struct ServeArgs {
     )]
     pub cluster_secret_file: Option<PathBuf>,
 
-    /// When an append is acknowledged: 0 = after the owner's commit; N = after N replicas also
-    /// committed it; all = after every live replica did. See docs/CLUSTER.md for what each
-    /// guarantees.
+    /// When an append is acknowledged: `majority` = once a majority of its Raft group's
+    /// voters hold it durably (and the leader applied it) — it then survives the loss of any
+    /// minority; `all` = once every voter of the group holds it, so an append fails
+    /// UNAVAILABLE while any voter is down or behind. See docs/CLUSTER.md.
     #[arg(
         long,
         env = "LEDGER_REPLICATION_ACKS",
-        default_value = "0",
+        default_value = "majority",
         help_heading = "Cluster"
     )]
     pub replication_acks: ReplicationAcks,
 
-    /// How the cluster replicates: `owner-epoch`, the first protocol (being retired), or
-    /// `raft`: one Raft group over every node, the leader the single writer; an append is
-    /// acknowledged once a majority of the voters hold it durably and it is applied. A node
-    /// or side without a majority acknowledges nothing. Every node of a cluster must use the
-    /// same one. See docs/CLUSTER.md, "Moving to Raft".
-    #[arg(
-        long = "replication",
-        env = "LEDGER_REPLICATION",
-        default_value = "owner-epoch",
-        value_enum,
-        help_heading = "Cluster"
-    )]
-    pub replication: ReplicationProtocol,
-
-    /// With --replication raft: how long a follower hears nothing from its leader before it
+    /// How long a follower hears nothing from its leader before it
     /// campaigns (each follower waits a random time between this and twice this). A frozen
     /// or cut-off leader is replaced within about twice this plus one election round.
     #[arg(
@@ -155,41 +142,33 @@ pub struct ServeArgs {
     pub fault_injection: bool,
 }
 
-/// `--replication`: the cluster's replication protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReplicationProtocol {
-    /// The first protocol: owners, epochs, quarantine (being retired).
-    OwnerEpoch,
-    /// One Raft group over every node (raft-rs).
-    Raft,
-}
-
-/// `--replication-acks`: how many replicas must have committed an append before it is
-/// acknowledged, besides the owner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--replication-acks`: when a cluster acknowledges an append.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReplicationAcks {
-    /// This many replicas (0 = the owner's commit alone).
-    Count(usize),
-    /// Every replica that is live when the append commits.
+    /// Once a majority of the group's voters hold it (Raft's commit).
+    #[default]
+    Majority,
+    /// Once every voter of the group holds it.
     All,
 }
 
 impl std::str::FromStr for ReplicationAcks {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s.eq_ignore_ascii_case("all") {
-            return Ok(ReplicationAcks::All);
+        match s.to_ascii_lowercase().as_str() {
+            "majority" => Ok(ReplicationAcks::Majority),
+            "all" => Ok(ReplicationAcks::All),
+            _ => Err(format!(
+                "{s:?} is not a replication-acks setting: give \"majority\" or \"all\""
+            )),
         }
-        s.parse::<usize>()
-            .map(ReplicationAcks::Count)
-            .map_err(|_| format!("{s:?} is neither a number of replicas nor \"all\""))
     }
 }
 
 impl std::fmt::Display for ReplicationAcks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReplicationAcks::Count(n) => write!(f, "{n}"),
+            ReplicationAcks::Majority => f.write_str("majority"),
             ReplicationAcks::All => f.write_str("all"),
         }
     }
@@ -204,8 +183,7 @@ pub struct ClusterConfig {
     pub peers: Vec<String>,
     pub secret: String,
     pub replication_acks: ReplicationAcks,
-    pub replication: ReplicationProtocol,
-    /// With Raft: ticks, election timeout, heartbeat.
+    /// Ticks, election timeout, heartbeat of the Raft groups.
     pub raft_timing: crate::consensus::raft_config::RaftTiming,
 }
 
@@ -305,7 +283,7 @@ fn cluster_from_args(a: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError
                 "--peer and --cluster-secret need --node-name and --cluster-listen".into(),
             ));
         }
-        if a.replication_acks != ReplicationAcks::Count(0) {
+        if a.replication_acks != ReplicationAcks::Majority {
             return Err(ConfigError(format!(
                 "--replication-acks {} needs a cluster (--node-name and --cluster-listen)",
                 a.replication_acks
@@ -365,21 +343,12 @@ fn cluster_from_args(a: &ServeArgs) -> Result<Option<ClusterConfig>, ConfigError
         }
     }
     let raft_timing = raft_timing(a)?;
-    if a.replication == ReplicationProtocol::Raft && a.replication_acks != ReplicationAcks::Count(0)
-    {
-        return Err(ConfigError(format!(
-            "--replication-acks {} is not built for --replication raft yet: an append is \
-             acknowledged once a majority of the group's voters hold it (leave the flag out)",
-            a.replication_acks
-        )));
-    }
     Ok(Some(ClusterConfig {
         node_name,
         listen,
         peers: a.peers.clone(),
         secret,
         replication_acks: a.replication_acks,
-        replication: a.replication,
         raft_timing,
     }))
 }
@@ -510,8 +479,24 @@ mod tests {
         assert!(e.to_string().contains("fixed port"), "{e}");
         let e = with(&["--cluster-secret", "s", "--peer", "nohost"]).unwrap_err();
         assert!(e.to_string().contains("\"nohost\" is not HOST:PORT"), "{e}");
-        let c = with(&["--cluster-secret", "s", "--replication-acks", "2"]).unwrap();
-        assert_eq!(c.replication_acks, ReplicationAcks::Count(2));
+        let c = with(&["--cluster-secret", "s"]).unwrap();
+        assert_eq!(c.replication_acks, ReplicationAcks::Majority);
+        assert_eq!(c.raft_timing.election_ticks, 10);
+        let bad = T::try_parse_from(["x", "--replication-acks", "2"])
+            .err()
+            .expect("a count is refused")
+            .to_string();
+        assert!(bad.contains("give \"majority\" or \"all\""), "{bad}");
+        let c = with(&[
+            "--cluster-secret",
+            "s",
+            "--raft-election-timeout-ms",
+            "3000",
+        ])
+        .unwrap();
+        assert_eq!(c.raft_timing.election_ticks, 30);
+        let e = with(&["--cluster-secret", "s", "--raft-election-timeout-ms", "100"]).unwrap_err();
+        assert!(e.to_string().contains("between 300 and 60000"), "{e}");
         let e = parse(&["--replication-acks", "all"])
             .unwrap_err()
             .to_string();

@@ -11,15 +11,12 @@
 //! - `snapshot`: the versioned CBOR snapshot format and its verification (pure).
 //! - `consensus`: the ledger on Raft (raft-rs): the replicated commands, the apply rules
 //!   every member shares, the leader's single writer, and a deterministic simulator.
-//! - `replication`: the cluster's rules (pure): who owns a context, epochs and which history
-//!   is authoritative, divergence detection, the versioned replication messages. The
-//!   actors that apply them are in `actors::replication`.
 //! - `storage`: the redb schema and the only code that touches redb: range reads and the
 //!   group-commit writer.
 //! - `actors`: the supervision tree, one folder level per supervisor:
 //!   `LedgerSupervisor` → `StorageSupervisor`, `WatchRegistry`, `ClusterManager` (when
-//!   clustered: the ractor_cluster node and the `ClusterLink`), `Replicator` (cluster nodes
-//!   only), `ContextSupervisor`
+//!   clustered: the ractor_cluster node and the `ClusterLink`), `RaftGroupActor` (cluster
+//!   nodes only: the Raft group, the single writer on its leader), `ContextSupervisor`
 //!   (→ one `ContextActor` per live context), `GrpcServerSupervisor`.
 //! - `api`: the tonic services; proto ↔ model conversion; `LedgerError` → `Status` in one place.
 //! - `client`: a small typed client shared by the CLI, the examples and the tests.
@@ -38,7 +35,6 @@ pub mod error;
 pub mod integrity;
 pub mod model;
 pub mod proto;
-pub mod replication;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

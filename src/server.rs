@@ -3,7 +3,7 @@
 
 use crate::actors::cluster::{ClusterLink, RactorLink};
 use crate::actors::{ClusterArgs, LedgerSupervisor, LedgerSupervisorArgs, Shared};
-use crate::config::{Config, StorageConfig};
+use crate::config::{ClusterConfig, Config, StorageConfig};
 use crate::integrity::NoteSigner;
 use crate::storage::{DurabilityMode, Store};
 use ractor::{Actor, ActorRef};
@@ -49,7 +49,7 @@ pub enum StartError {
 fn raft_setup(
     config: &Config,
     store: &Store,
-    cluster: &crate::config::ClusterConfig,
+    cluster: &ClusterConfig,
 ) -> Result<crate::actors::raft::RaftSetup, StartError> {
     use crate::storage::raft_log::{self, RaftLogStore};
     let raft_db = match &config.storage {
@@ -73,6 +73,7 @@ fn raft_setup(
         raft_db,
         timing: cluster.raft_timing,
         peers: cluster.peers.clone(),
+        acks: cluster.replication_acks,
     })
 }
 
@@ -101,34 +102,19 @@ static NAMESPACE: AtomicU64 = AtomicU64::new(1);
 impl Ledger {
     /// Binds, opens storage and starts every actor; returns once the server accepts calls.
     pub async fn start(config: &Config) -> Result<Ledger, StartError> {
-        Self::start_inner(config, None, true).await
+        Self::start_inner(config, true).await
     }
 
-    /// As `start`, but on a cluster node without the Replicator: the ClusterManager and
+    /// As `start`, but on a cluster node without its Raft group: the ClusterManager and
     /// its link run, and inbound frames go to whoever registers with `set_inbound`. For
     /// testing the transport alone (tests/cluster_transport.rs); a node started this way
     /// does not replicate.
     #[doc(hidden)]
     pub async fn start_transport_only(config: &Config) -> Result<Ledger, StartError> {
-        Self::start_inner(config, None, false).await
+        Self::start_inner(config, false).await
     }
 
-    /// As `start`, as a node of a cluster reached through `link` (tests pass a
-    /// `MemoryNet` link): the link and the replication state are set before the tree
-    /// starts, so the Replicator starts with it. `--replication-acks` comes from
-    /// `config.cluster` (0 without one); the node's name is the link's.
-    pub async fn start_with_link(
-        config: &Config,
-        link: Arc<dyn crate::actors::cluster::ClusterLink>,
-    ) -> Result<Ledger, StartError> {
-        Self::start_inner(config, Some(link), true).await
-    }
-
-    async fn start_inner(
-        config: &Config,
-        link: Option<Arc<dyn crate::actors::cluster::ClusterLink>>,
-        replicate: bool,
-    ) -> Result<Ledger, StartError> {
+    async fn start_inner(config: &Config, replicate: bool) -> Result<Ledger, StartError> {
         let signer = load_signer(config)?;
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
@@ -154,54 +140,26 @@ impl Ledger {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let namespace = format!("ledger{}", NAMESPACE.fetch_add(1, Ordering::Relaxed));
         let shared = Shared::new(namespace.clone(), store, config, shutdown_rx, signer);
-        // The cluster transport: the link a test gives, or ractor_cluster when the config
-        // names a cluster. A ractor link is created once and outlives ClusterManager restarts.
+        // The cluster transport: ractor_cluster when the config names a cluster. Its link is
+        // created once and outlives ClusterManager restarts.
         let mut cluster = None;
-        let link: Option<Arc<dyn ClusterLink>> = match link {
-            Some(l) => Some(l),
-            None => config.cluster.as_ref().map(|c| {
-                let ractor = RactorLink::new(&c.node_name, &c.listen.to_string(), &c.peers);
-                cluster = Some(ClusterArgs {
-                    config: c.clone(),
-                    link: ractor.clone(),
-                });
-                let dyn_link: Arc<dyn ClusterLink> = ractor;
-                dyn_link
-            }),
-        };
-        let cluster_link = cluster.as_ref().map(|c| c.link.clone());
-        if let Some(link) = link {
-            let acks = config
-                .cluster
-                .as_ref()
-                .map_or(crate::config::ReplicationAcks::Count(0), |c| {
-                    c.replication_acks
-                });
-            if let Some(c) = config
-                .cluster
-                .as_ref()
-                .filter(|c| c.node_name != link.node_name())
-            {
-                tracing::warn!(configured = %c.node_name, link = %link.node_name(),
-                    "the cluster link's node name differs from --node-name; the link's is used");
-            }
+        if let Some(c) = &config.cluster {
+            let ractor = RactorLink::new(&c.node_name, &c.listen.to_string(), &c.peers);
+            cluster = Some(ClusterArgs {
+                config: c.clone(),
+                link: ractor.clone(),
+            });
+            let link: Arc<dyn ClusterLink> = ractor;
             // A fresh Shared: the slots are empty, so these cannot fail.
             let _ = shared.cluster_link.set(link.clone());
-            let raft = config
-                .cluster
-                .as_ref()
-                .filter(|c| c.replication == crate::config::ReplicationProtocol::Raft);
-            if let Some(c) = raft {
+            if replicate {
                 let setup = raft_setup(config, &shared.store, c)?;
                 let _ = shared
                     .raft
                     .set(crate::actors::raft::RaftHandle::new(link, 0, mode, setup));
-            } else if replicate {
-                let _ = shared
-                    .replication
-                    .set(crate::actors::replication::Replication::new(link, acks));
             }
         }
+        let cluster_link = cluster.as_ref().map(|c| c.link.clone());
         let (root, root_done) = Actor::spawn(
             Some(format!("{namespace}/ledger_supervisor")),
             LedgerSupervisor,

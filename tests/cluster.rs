@@ -1,13 +1,14 @@
 //! The whole cluster in one process: three ledgers whose ClusterManagers run real
-//! ractor_cluster NodeServers on 127.0.0.1, with replication on top. Appends replicate and
-//! are forwarded, a watch on one node sees appends made through another, a stopped owner is
-//! replaced, a restarted node catches up from its data dir, and a node with the wrong secret
-//! never joins. (tests/replication.rs covers the same rules over an in-memory link, with
-//! partitions; tests/cluster_process.rs runs real processes.)
+//! ractor_cluster NodeServers on 127.0.0.1, with the Raft group on top. Appends replicate
+//! and are forwarded to the leader, a watch on a follower sees appends made through another
+//! node, a stopped leader is replaced and catches up from its data dir when it returns,
+//! `--replication-acks all` refuses while a voter is missing, and a node with the wrong
+//! secret never joins. (tests/raft_cluster.rs runs real processes through the failures
+//! machines have; tests/raft_sim.rs simulates thousands of schedules.)
 
 mod common;
 
-use common::cluster::{append, converge, head, owned_by, shutdown, status_of, Node};
+use common::cluster::{append, converge, head, shutdown, status_of, Node};
 use converge_ledger::config::{ClusterConfig, Config, ReplicationAcks, StorageConfig};
 use converge_ledger::proto;
 use converge_ledger::server::Ledger;
@@ -28,6 +29,7 @@ fn config(
     peers: &[SocketAddr],
     secret: &str,
     dir: Option<&Path>,
+    acks: ReplicationAcks,
 ) -> Config {
     let mut c = Config::for_test();
     if let Some(d) = dir {
@@ -41,8 +43,7 @@ fn config(
         listen,
         peers: peers.iter().map(|p| p.to_string()).collect(),
         secret: secret.to_string(),
-        replication_acks: ReplicationAcks::All,
-        replication: converge_ledger::config::ReplicationProtocol::OwnerEpoch,
+        replication_acks: acks,
         raft_timing: Default::default(),
     });
     c
@@ -97,14 +98,14 @@ struct Three {
     nodes: Vec<Node>,
 }
 
-async fn three(tag: &str, dirs: Option<&[tempfile::TempDir; 3]>) -> Three {
+async fn three(tag: &str, dirs: Option<&[tempfile::TempDir; 3]>, acks: ReplicationAcks) -> Three {
     let addrs = [free_addr(), free_addr(), free_addr()];
     let names = [format!("{tag}a"), format!("{tag}b"), format!("{tag}c")];
     let mut nodes = Vec::new();
     for i in 0..3 {
         let peers: Vec<SocketAddr> = (0..3).filter(|j| *j != i).map(|j| addrs[j]).collect();
         let dir = dirs.map(|d| d[i].path());
-        nodes.push(start(&config(&names[i], addrs[i], &peers, SECRET, dir)).await);
+        nodes.push(start(&config(&names[i], addrs[i], &peers, SECRET, dir, acks)).await);
     }
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     for n in &nodes {
@@ -117,11 +118,36 @@ async fn three(tag: &str, dirs: Option<&[tempfile::TempDir; 3]>) -> Three {
     }
 }
 
+/// The leader's index, once every node in `nodes` names the same one.
+async fn leader_of(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = Vec::new();
+        for n in nodes {
+            let s = status_of(&n.client).await;
+            assert_eq!(s.replication, "raft");
+            seen.push(
+                s.raft_groups
+                    .first()
+                    .map(|g| g.leader.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        if !seen[0].is_empty() && seen.iter().all(|l| *l == seen[0]) {
+            return nodes
+                .iter()
+                .position(|n| n.name == seen[0])
+                .expect("a member leads");
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_replicate_are_forwarded_and_watched_across_nodes() {
-    let t = three("x", None).await;
-    let names: Vec<&str> = t.names.iter().map(String::as_str).collect();
-    let ctx = owned_by(names[0], &names, "orders");
+    let t = three("x", None, ReplicationAcks::Majority).await;
+    let ctx = "orders".to_string();
     // A watcher on C, subscribed before anything is appended.
     let mut watch = t.nodes[2]
         .client
@@ -131,7 +157,7 @@ async fn appends_replicate_are_forwarded_and_watched_across_nodes() {
         })
         .await
         .expect("watch on c");
-    // Appends through the owner (A) and through a non-owner (B, forwarded to A).
+    // Appends through A and B: one of them forwards to the leader (or both do).
     for i in 0..50 {
         let via = &t.nodes[i % 2];
         let e = append(&via.client, &ctx, &format!("e{i}")).await;
@@ -158,95 +184,160 @@ async fn appends_replicate_are_forwarded_and_watched_across_nodes() {
         let r = n.client.root(ctx.clone(), 0).await.expect("root");
         assert_eq!((r.tree_size, r.merkle_root.to_vec()), (50, root.clone()));
     }
-    // Status on the owner names it, and both replicas caught up.
-    let s = status_of(&t.nodes[0].client).await;
-    let c = s
+    // Status: one leader for all, every node a voter, the leader sees every follower.
+    let l = leader_of(&t.nodes).await;
+    let s = status_of(&t.nodes[l].client).await;
+    let g = &s.raft_groups[0];
+    assert_eq!(
+        (g.role.as_str(), g.voters.len(), g.followers.len()),
+        ("leader", 3, 3)
+    );
+    assert_eq!(s.replication_acks, "majority");
+    let listed = s
         .contexts
         .iter()
         .find(|c| c.context_id == ctx)
         .expect("listed");
-    assert_eq!(c.owner, names[0]);
-    assert!(c.epoch >= 1);
+    assert_eq!(listed.latest_sequence, 50);
     shutdown(t.nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stopped_owner_is_replaced_and_catches_up_when_it_returns() {
+async fn a_stopped_leader_is_replaced_and_catches_up_when_it_returns() {
     let dirs = [
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     ];
-    let mut t = three("y", Some(&dirs)).await;
+    let mut t = three("y", Some(&dirs), ReplicationAcks::Majority).await;
     let names: Vec<String> = t.names.to_vec();
-    let all: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ctx = owned_by(all[0], &all, "jobs");
+    let ctx = "jobs";
     for i in 0..20 {
-        append(&t.nodes[1].client, &ctx, &format!("before-{i}")).await;
+        append(&t.nodes[i % 3].client, ctx, &format!("before-{i}")).await;
     }
-    converge(&t.nodes.iter().collect::<Vec<_>>(), &ctx, 20).await;
+    converge(&t.nodes.iter().collect::<Vec<_>>(), ctx, 20).await;
 
-    // Stop the owner: B and C elect a new one and appends continue (acks=all: both have
-    // every acknowledged entry).
-    let a = t.nodes.remove(0);
-    a.ledger.shutdown().await;
-    wait_members(&t.nodes[0], &all[1..]).await;
+    // Stop the leader: the other two elect one and appends continue.
+    let l = leader_of(&t.nodes).await;
+    let stopped = t.nodes.remove(l);
+    stopped.ledger.shutdown().await;
     for i in 0..30 {
-        append(&t.nodes[i % 2].client, &ctx, &format!("during-{i}")).await;
+        append(&t.nodes[i % 2].client, ctx, &format!("during-{i}")).await;
     }
-    converge(&t.nodes.iter().collect::<Vec<_>>(), &ctx, 50).await;
-    let s = status_of(&t.nodes[0].client).await;
-    let owner = &s
-        .contexts
-        .iter()
-        .find(|c| c.context_id == ctx)
-        .expect("listed")
-        .owner;
-    assert!(owner == all[1] || owner == all[2], "new owner {owner}");
+    converge(&t.nodes.iter().collect::<Vec<_>>(), ctx, 50).await;
+    let new_leader = leader_of(&t.nodes).await;
+    assert_ne!(t.nodes[new_leader].name, names[l]);
 
-    // A comes back on the same address and data dir: it catches up by itself, owns the
-    // context again, and nothing was quarantined (its history was a prefix).
-    let peers = [t.addrs[1], t.addrs[2]];
-    let a = start(&config(
-        all[0],
-        t.addrs[0],
+    // It comes back on the same address and data dir and catches up from the log.
+    let peers: Vec<SocketAddr> = (0..3).filter(|&j| j != l).map(|j| t.addrs[j]).collect();
+    let back = start(&config(
+        &names[l],
+        t.addrs[l],
         &peers,
         SECRET,
-        Some(dirs[0].path()),
+        Some(dirs[l].path()),
+        ReplicationAcks::Majority,
     ))
     .await;
-    assert!(head(&a.client, &ctx).await.0 >= 20, "a kept its data");
-    t.nodes.insert(0, a);
-    converge(&t.nodes.iter().collect::<Vec<_>>(), &ctx, 50).await;
-    append(&t.nodes[2].client, &ctx, "after").await;
-    converge(&t.nodes.iter().collect::<Vec<_>>(), &ctx, 51).await;
-    for n in &t.nodes {
-        assert_eq!(status_of(&n.client).await.quarantined_entries, 0);
-    }
+    assert!(head(&back.client, ctx).await.0 >= 20, "it kept its data");
+    t.nodes.insert(l, back);
+    converge(&t.nodes.iter().collect::<Vec<_>>(), ctx, 50).await;
+    append(&t.nodes[l].client, ctx, "after").await;
+    converge(&t.nodes.iter().collect::<Vec<_>>(), ctx, 51).await;
+    shutdown(t.nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acks_all_refuses_while_a_voter_is_missing_and_resumes_when_it_returns() {
+    let dirs = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let mut t = three("w", Some(&dirs), ReplicationAcks::All).await;
+    append(&t.nodes[0].client, "all", "first").await;
+    converge(&t.nodes.iter().collect::<Vec<_>>(), "all", 1).await;
+    assert_eq!(status_of(&t.nodes[0].client).await.replication_acks, "all");
+    // Stop a follower: a majority still commits, but not every voter confirms.
+    let l = leader_of(&t.nodes).await;
+    let f = (l + 1) % 3;
+    let name = t.names[f].clone();
+    let stopped = t.nodes.remove(f);
+    stopped.ledger.shutdown().await;
+    let survivor = &t.nodes[0].client;
+    let req = proto::AppendRequest {
+        idempotency_key: "second".into(),
+        ..common::append_req("all", "k", "second")
+    };
+    let refused = survivor
+        .append(req.clone())
+        .await
+        .expect_err("a voter is missing");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains("replication-acks all") && refused.message().contains(&name),
+        "names the setting and the missing voter: {}",
+        refused.message()
+    );
+    // It returns: the retry with the same key is acknowledged, once.
+    let peers: Vec<SocketAddr> = (0..3).filter(|&j| j != f).map(|j| t.addrs[j]).collect();
+    let back = start(&config(
+        &name,
+        t.addrs[f],
+        &peers,
+        SECRET,
+        Some(dirs[f].path()),
+        ReplicationAcks::All,
+    ))
+    .await;
+    t.nodes.insert(f, back);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let e = loop {
+        match t.nodes[0].client.append(req.clone()).await {
+            Ok(r) => break r.entry.expect("entry"),
+            Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("append after the voter returned: {s:?}"),
+        }
+    };
+    assert_eq!(
+        e.sequence, 2,
+        "the refused append was committed once, never twice"
+    );
+    converge(&t.nodes.iter().collect::<Vec<_>>(), "all", 2).await;
     shutdown(t.nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_with_the_wrong_secret_never_joins() {
     let (a_addr, b_addr) = (free_addr(), free_addr());
-    let a = start(&config("za", a_addr, &[b_addr], SECRET, None)).await;
-    let b = start(&config("zb", b_addr, &[a_addr], SECRET, None)).await;
+    let maj = ReplicationAcks::Majority;
+    let a = start(&config("za", a_addr, &[b_addr], SECRET, None, maj)).await;
+    let b = start(&config("zb", b_addr, &[a_addr], SECRET, None, maj)).await;
     wait_members(&a, &["za", "zb"]).await;
-    let x = start(&config("zx", free_addr(), &[a_addr, b_addr], "wrong", None)).await;
+    let x = start(&config(
+        "zx",
+        free_addr(),
+        &[a_addr, b_addr],
+        "wrong",
+        None,
+        maj,
+    ))
+    .await;
     // Give it several dial attempts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_members(&a, &["za", "zb"]).await;
     wait_members(&x, &["zx"]).await;
-    // X is alone: under acks=all it refuses appends (no replica could confirm them), and
-    // nothing it has reaches the cluster or comes from it.
+    // X never reached its seeds: its group is not founded, and it refuses appends.
     let refused = x
         .client
         .append(common::append_req("solo", "k", "only-on-x"))
         .await
-        .expect_err("a lone node under acks=all refuses");
+        .expect_err("a node that never reached its seeds refuses");
     assert_eq!(refused.code(), tonic::Code::Unavailable);
     assert!(
-        refused.message().contains("needs 1 live replica"),
+        refused.message().contains("forming"),
         "{}",
         refused.message()
     );

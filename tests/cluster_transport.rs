@@ -7,8 +7,8 @@
 //! several nodes in one process (and tests running in parallel) do not see each other's
 //! sessions.
 //!
-//! The nodes start with `Ledger::start_transport_only` (no Replicator), so the frames these
-//! tests send reach the test's own inbound channel; tests/cluster.rs runs replication over
+//! The nodes start with `Ledger::start_transport_only` (no Raft group), so the frames these
+//! tests send reach the test's own inbound channel; tests/cluster.rs runs the Raft group over
 //! this transport.
 
 mod common;
@@ -91,8 +91,7 @@ fn config(name: &str, listen: SocketAddr, peers: &[SocketAddr], secret: &str) ->
         listen,
         peers: peers.iter().map(|p| p.to_string()).collect(),
         secret: secret.to_string(),
-        replication_acks: ReplicationAcks::Count(0),
-        replication: converge_ledger::config::ReplicationProtocol::OwnerEpoch,
+        replication_acks: ReplicationAcks::Majority,
         raft_timing: Default::default(),
     });
     c

@@ -1,4 +1,4 @@
-//! Three `converge-ledger serve --replication raft` processes on 127.0.0.1: the failures
+//! Three `converge-ledger serve` cluster processes on 127.0.0.1: the failures
 //! machines have — a frozen process (`kill -STOP`, every socket stays open), a silent
 //! network path (a proxy that holds every byte without closing), a lone node, `kill -9` of
 //! the leader — and what the ledger promises through each: appends continue through the
@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-const RAFT: &[&str] = &["--replication", "raft"];
 /// "Every context is writable through the others within 5 s" (the bound).
 const WRITABLE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -142,7 +141,7 @@ fn record(acked: &mut BTreeMap<String, BTreeMap<u64, Vec<u8>>>, ctx: &str, e: &p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_takes_appends_forwards_them_and_deduplicates_retries() {
-    let c = Cluster::start_with(3, "0", false, RAFT).await;
+    let c = Cluster::start(3, "majority", false).await;
     let l = leader(&c, &[0, 1, 2], Duration::from_secs(20)).await;
     let mut acked = BTreeMap::new();
     for i in 0..3 {
@@ -194,7 +193,7 @@ async fn every_node_takes_appends_forwards_them_and_deduplicates_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_stalls_no_context_and_catches_up_after_thawing() {
-    let c = Cluster::start_with(3, "0", false, RAFT).await;
+    let c = Cluster::start(3, "majority", false).await;
     leader(&c, &[0, 1, 2], Duration::from_secs(20)).await;
     let mut acked = BTreeMap::new();
     let mut slowest = Duration::ZERO;
@@ -231,7 +230,7 @@ async fn a_frozen_node_stalls_no_context_and_catches_up_after_thawing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_node_acknowledges_nothing_and_the_group_resumes() {
-    let c = Cluster::start_with(3, "0", false, RAFT).await;
+    let c = Cluster::start(3, "majority", false).await;
     let l = leader(&c, &[0, 1, 2], Duration::from_secs(20)).await;
     let mut acked = BTreeMap::new();
     let (e, _) = append_until(
@@ -286,7 +285,7 @@ async fn a_lone_node_acknowledges_nothing_and_the_group_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_partition_of_the_leader_moves_the_leadership_and_heals() {
-    let c = Cluster::start_with(3, "0", true, RAFT).await;
+    let c = Cluster::start(3, "majority", true).await;
     let l = leader(&c, &[0, 1, 2], Duration::from_secs(20)).await;
     let mut acked = BTreeMap::new();
     let (e, _) = append_until(
@@ -337,7 +336,7 @@ async fn a_silent_partition_of_the_leader_moves_the_leadership_and_heals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_loses_nothing_acknowledged() {
-    let mut c = Cluster::start_with(3, "0", false, RAFT).await;
+    let mut c = Cluster::start(3, "majority", false).await;
     let mut acked = BTreeMap::new();
     for round in 0..2 {
         let l = leader(&c, &[0, 1, 2], Duration::from_secs(20)).await;

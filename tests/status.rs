@@ -24,7 +24,9 @@ async fn status_lists_contexts_in_pages_with_latest_sequences() {
     assert!(!s.clustered);
     assert_eq!(s.node_name, "");
     assert_eq!(s.durability, "MEMORY");
-    assert_eq!(s.replication_acks, "0");
+    assert_eq!(s.replication_acks, "");
+    assert_eq!(s.replication, "");
+    assert!(s.raft_groups.is_empty());
     let listed: Vec<(String, u64)> = s
         .contexts
         .iter()

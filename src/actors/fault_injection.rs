@@ -2,7 +2,7 @@
 //! supervision tree per request, rotating through every kind, so a test that cannot reach
 //! into another process's actor registry (the cluster chaos run sends `SIGUSR1`) still
 //! exercises every restart path: a ContextActor, the StorageWriter, the WatchRegistry, the
-//! Replicator, the ClusterManager, the ContextSupervisor, the StorageSupervisor and the
+//! RaftGroupActor, the ClusterManager, the ContextSupervisor, the StorageSupervisor and the
 //! GrpcServerSupervisor.
 //!
 //! Off unless `serve --fault-injection` (hidden; testing only) turns it on. A kill is what
@@ -13,7 +13,7 @@
 use super::cluster::CLUSTER_MANAGER_NAME;
 use super::context::CONTEXT_SUPERVISOR_NAME;
 use super::grpc::GRPC_SERVER_NAME;
-use super::replication::REPLICATOR_NAME;
+use super::raft::RAFT_GROUP_NAME;
 use super::storage::{STORAGE_SUPERVISOR_NAME, STORAGE_WRITER_NAME};
 use super::watch::WATCH_REGISTRY_NAME;
 use super::Shared;
@@ -23,7 +23,7 @@ const ROTATION: [Option<&str>; 9] = [
     None,
     Some(STORAGE_WRITER_NAME),
     Some(WATCH_REGISTRY_NAME),
-    Some(REPLICATOR_NAME),
+    Some(RAFT_GROUP_NAME),
     Some(GRPC_SERVER_NAME),
     None,
     Some(CLUSTER_MANAGER_NAME),
@@ -55,7 +55,7 @@ impl FaultInjector {
     }
 
     /// Kills the next actor in the rotation that is running (skipping kinds this node does
-    /// not run, such as the Replicator of a single node) and returns its registered name;
+    /// not run, such as the RaftGroupActor of a single node) and returns its registered name;
     /// None if no candidate is running (the tree is restarting).
     pub fn kill_next(&mut self, shared: &Shared) -> Option<String> {
         self.kills += 1;

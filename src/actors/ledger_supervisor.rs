@@ -1,5 +1,5 @@
 //! LedgerSupervisor: the root. Starts StorageSupervisor, WatchRegistry, ClusterManager (when
-//! clustered over ractor_cluster), the Replicator (cluster nodes only), ContextSupervisor and
+//! clustered over ractor_cluster), the RaftGroupActor (cluster nodes only), ContextSupervisor and
 //! GrpcServerSupervisor in that order (each depends only on those before it), restarts
 //! any that fails (one-for-one, within a restart budget), and shuts them down in reverse
 //! order so every acknowledged write is durable before the process exits.
@@ -8,7 +8,6 @@ use super::cluster::{ClusterManager, ClusterManagerArgs, RactorLink, CLUSTER_MAN
 use super::context::{ContextSupervisor, CONTEXT_SUPERVISOR_NAME};
 use super::grpc::{GrpcServerArgs, GrpcServerSupervisor, GRPC_SERVER_NAME};
 use super::raft::{RaftGroupActor, RAFT_GROUP_NAME};
-use super::replication::{Replicator, REPLICATOR_NAME};
 use super::storage::{StorageSupervisor, STORAGE_SUPERVISOR_NAME};
 use super::watch::{WatchRegistry, WATCH_REGISTRY_NAME};
 use super::{RestartBudget, Shared};
@@ -47,29 +46,26 @@ enum Child {
     Storage,
     Watch,
     Cluster,
-    Replicator,
     Raft,
     Contexts,
     Grpc,
 }
 
 impl Child {
-    const START_ORDER: [Child; 7] = [
+    const START_ORDER: [Child; 6] = [
         Child::Storage,
         Child::Watch,
         Child::Cluster,
-        Child::Replicator,
         Child::Raft,
         Child::Contexts,
         Child::Grpc,
     ];
 
     /// Whether this ledger runs the child: the ClusterManager when it has a ractor_cluster
-    /// configuration, the Replicator whenever it has a cluster link (ractor or in-memory).
+    /// configuration, the Raft group whenever it has one (not on a transport-only node).
     fn wanted(self, shared: &Shared, cluster: Option<&ClusterArgs>) -> bool {
         match self {
             Child::Cluster => cluster.is_some(),
-            Child::Replicator => shared.replication().is_some(),
             Child::Raft => shared.raft().is_some(),
             _ => true,
         }
@@ -80,7 +76,6 @@ impl Child {
             Child::Storage => STORAGE_SUPERVISOR_NAME,
             Child::Watch => WATCH_REGISTRY_NAME,
             Child::Cluster => CLUSTER_MANAGER_NAME,
-            Child::Replicator => REPLICATOR_NAME,
             Child::Raft => RAFT_GROUP_NAME,
             Child::Contexts => CONTEXT_SUPERVISOR_NAME,
             Child::Grpc => GRPC_SERVER_NAME,
@@ -116,10 +111,6 @@ async fn start_child(
                 .map(|(a, _)| a.get_cell()),
             Child::Watch => cell
                 .spawn_linked(name.clone(), WatchRegistry, state_shared.clone())
-                .await
-                .map(|(a, _)| a.get_cell()),
-            Child::Replicator => cell
-                .spawn_linked(name.clone(), Replicator, state_shared.clone())
                 .await
                 .map(|(a, _)| a.get_cell()),
             Child::Raft => cell

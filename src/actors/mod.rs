@@ -8,8 +8,7 @@
 //! ├── ClusterManager (when clustered)   cluster/   (ractor_cluster node, peers, membership)
 //! │   ├── NodeServer                    ractor_cluster (listener + one NodeSession per peer)
 //! │   └── PeerEndpoint                  cluster/   (frames from peers → the RactorLink)
-//! ├── Replicator (owner-epoch nodes)    replication/ (forwarding, shipping, catch-up)
-//! ├── RaftGroupActor (raft nodes)       raft/      (the group's thread: Raft log, apply,
+//! ├── RaftGroupActor (cluster nodes)    raft/      (the group's thread: Raft log, apply,
 //! │                                                  forwarding to the leader)
 //! ├── ContextSupervisor                 context/
 //! │   └── ContextActor × live contexts  context/   (single writer of one context)
@@ -26,7 +25,6 @@ pub mod fault_injection;
 pub mod grpc;
 mod ledger_supervisor;
 pub mod raft;
-pub mod replication;
 mod restart_budget;
 mod shared;
 pub mod storage;

@@ -7,7 +7,6 @@
 
 use super::cluster::ClusterLink;
 use super::raft::RaftHandle;
-use super::replication::Replication;
 use super::watch::WatchHub;
 use crate::config::{ClusterConfig, Config};
 use crate::error::LedgerError;
@@ -40,10 +39,7 @@ pub struct Shared {
     /// The cluster transport, set once at start-up when this node is part of a cluster
     /// (the ractor_cluster link, or an in-memory one in tests); empty on a single node.
     pub cluster_link: OnceLock<Arc<dyn ClusterLink>>,
-    /// The replication state, set with `cluster_link` (see `actors::replication`).
-    pub replication: OnceLock<Arc<Replication>>,
-    /// The node's Raft group, set with `cluster_link` instead of `replication` under
-    /// `--replication raft` (see `actors::raft`).
+    /// The node's Raft group, set with `cluster_link` (see `actors::raft`).
     pub raft: OnceLock<Arc<RaftHandle>>,
     /// The cluster flags (`serve --node-name ...`); None on a single node.
     pub cluster_config: Option<ClusterConfig>,
@@ -69,7 +65,6 @@ impl Shared {
             shutdown,
             checkpoint_signer,
             cluster_link: OnceLock::new(),
-            replication: OnceLock::new(),
             raft: OnceLock::new(),
             cluster_config: config.cluster.clone(),
         })
@@ -94,13 +89,8 @@ impl Shared {
         self.cluster_link.get()
     }
 
-    /// The replication state, if this node is part of a cluster. Empty on a single node,
-    /// and then nothing on the append path does replication work.
-    pub fn replication(&self) -> Option<&Arc<Replication>> {
-        self.replication.get()
-    }
-
-    /// The node's Raft group, if this node runs `--replication raft`.
+    /// The node's Raft group, if this node is part of a cluster. Empty on a single node,
+    /// and then appends go to the ContextActors.
     pub fn raft(&self) -> Option<&Arc<RaftHandle>> {
         self.raft.get()
     }

@@ -1,12 +1,12 @@
 //! ClusterService/Status: what this node knows of itself, its cluster and its contexts.
 //!
-//! Read-only and answered from this node's own state (its replica and its link), never by
+//! Read-only and answered from this node's own state (its store, its Raft group and its
+//! link), never by
 //! asking other nodes: during a partition each side reports what it sees, which is what an
 //! operator needs to tell the sides apart.
 
 use super::status::to_status;
 use crate::actors::cluster::MemberStatus;
-use crate::actors::replication;
 use crate::actors::Shared;
 use crate::error::{LedgerError, LedgerResult};
 use crate::model::validate_context_id;
@@ -53,12 +53,6 @@ fn member_state_name(s: MemberStatus) -> &'static str {
     }
 }
 
-/// Quarantined entries listed in one answer (the total is always given).
-pub const STATUS_QUARANTINE_MAX: usize = 1000;
-
-/// Why an entry is in quarantine (the one way one gets there: docs/CLUSTER.md).
-const QUARANTINE_REASON: &str = "diverged from the authoritative history (greatest epoch, then size, then node name) when replicas were reconciled";
-
 fn member_status(m: crate::actors::cluster::MemberState) -> proto::MemberStatus {
     proto::MemberStatus {
         name: m.name,
@@ -80,7 +74,7 @@ fn raft_status(
     proto::StatusResponse {
         node_name: raft.link().node_name().to_string(),
         clustered: true,
-        replication_acks: "majority".into(),
+        replication_acks: raft.acks().to_string(),
         durability,
         members: raft
             .link()
@@ -143,31 +137,11 @@ pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto
     };
     let mut contexts = Vec::with_capacity(listed.len());
     for ctx in listed {
-        let status = match replication::context_replication(shared, &reader, &ctx)? {
-            Some(r) => proto::ContextStatus {
-                context_id: r.context_id,
-                owner: r.owner.unwrap_or_default(),
-                epoch: r.epoch,
-                latest_sequence: r.latest_sequence,
-                replicas: r
-                    .replicas
-                    .into_iter()
-                    .filter_map(|p| {
-                        Some(proto::ReplicaStatus {
-                            node: p.node,
-                            applied_sequence: p.applied_sequence?,
-                            lag: p.lag?,
-                        })
-                    })
-                    .collect(),
-            },
-            None => proto::ContextStatus {
-                latest_sequence: reader.latest_sequence(&ctx)?,
-                context_id: ctx,
-                ..Default::default()
-            },
-        };
-        contexts.push(status);
+        contexts.push(proto::ContextStatus {
+            latest_sequence: reader.latest_sequence(&ctx)?,
+            context_id: ctx,
+            ..Default::default()
+        });
     }
     let durability = durability_name(shared.store.mode()).to_string();
     if let Some(raft) = shared.raft() {
@@ -178,38 +152,11 @@ pub fn status(shared: &Shared, req: &proto::StatusRequest) -> LedgerResult<proto
             next_after_context_id,
         ));
     }
-    let Some(r) = replication::replication_status(shared, &reader, STATUS_QUARANTINE_MAX)? else {
-        return Ok(proto::StatusResponse {
-            replication_acks: "0".into(),
-            durability,
-            contexts,
-            next_after_context_id,
-            ..Default::default()
-        });
-    };
     Ok(proto::StatusResponse {
-        node_name: r.node,
-        clustered: true,
-        replication_acks: r.acks.to_string(),
         durability,
-        members: r.members.into_iter().map(member_status).collect(),
-        replication: "owner-epoch".into(),
-        raft_groups: Vec::new(),
         contexts,
         next_after_context_id,
-        quarantined_entries: r.quarantined_total,
-        quarantine: r
-            .quarantined
-            .into_iter()
-            .map(|q| proto::QuarantinedEntry {
-                context_id: q.context_id,
-                sequence: q.sequence,
-                epoch: q.epoch,
-                content_hash: q.entry.content_hash.to_vec().into(),
-                quarantined_at_unix_ms: q.quarantined_at_ns / 1_000_000,
-                reason: QUARANTINE_REASON.into(),
-            })
-            .collect(),
+        ..Default::default()
     })
 }
 

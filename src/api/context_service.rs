@@ -167,8 +167,6 @@ impl ContextService for ContextApi {
                 },
             )
             .await
-        } else if self.shared.replication().is_some() {
-            crate::actors::replication::append(&self.shared, &context_id, input).await
         } else {
             route(&self.shared, &context_id, |reply| {
                 ContextMsg::Append(input.clone(), reply)
@@ -239,16 +237,10 @@ impl ContextService for ContextApi {
         let context_id: Arc<str> = Arc::from(req.context_id);
         if self.shared.raft().is_some() {
             return Err(to_status(LedgerError::Unavailable(
-                "Load is not built yet on a --replication raft cluster (a loaded context must \
-                 go through the group's log; planned with group snapshots): load on a single \
-                 node, or on an owner-epoch cluster"
+                "Load is not built yet on a cluster (a loaded context must go through the Raft \
+                 group's log; planned with group snapshots): load on a single node"
                     .into(),
             )));
-        }
-        if self.shared.replication().is_some() {
-            crate::actors::replication::check_load(&self.shared, &context_id)
-                .await
-                .map_err(to_status)?;
         }
         let entries = Arc::new(entries);
         let fail_if_exists = req.fail_if_exists;

@@ -1,10 +1,11 @@
-//! `converge-ledger status`: this node, its cluster members and, per context, the owner,
-//! epoch, latest sequence and replication lag — from `ClusterService/Status`.
+//! `converge-ledger status`: this node, its cluster members, its Raft group (role, leader,
+//! term, commit and applied index, voters, learners, and on the leader each member's match
+//! index and lag) and each context's latest sequence — from `ClusterService/Status`.
 //!
 //! A node answers from what it sees itself; during a partition ask a node on each side.
 
 use super::commands::Out;
-use super::render::{hex_full, json_line};
+use super::render::json_line;
 use super::{CliError, DEFAULT_SERVER};
 use crate::client::LedgerClient;
 use crate::proto::{StatusRequest, StatusResponse};
@@ -40,11 +41,10 @@ struct StatusJson {
     replication_acks: String,
     durability: String,
     members: Vec<MemberJson>,
+    raft_groups: Vec<GroupJson>,
     contexts: Vec<ContextJson>,
     /// More contexts exist than were listed (raise --limit, or 0 for all).
     truncated: bool,
-    quarantined_entries: u64,
-    quarantine: Vec<QuarantineJson>,
 }
 
 #[derive(Serialize)]
@@ -56,29 +56,31 @@ struct MemberJson {
 }
 
 #[derive(Serialize)]
-struct ContextJson {
-    context_id: String,
-    owner: String,
-    epoch: u64,
-    latest_sequence: u64,
-    replicas: Vec<ReplicaJson>,
+struct GroupJson {
+    group: u64,
+    role: String,
+    term: u64,
+    leader: String,
+    commit_index: u64,
+    applied_index: u64,
+    last_index: u64,
+    voters: Vec<String>,
+    learners: Vec<String>,
+    followers: Vec<FollowerJson>,
+    forming: String,
 }
 
 #[derive(Serialize)]
-struct ReplicaJson {
+struct FollowerJson {
     node: String,
-    applied_sequence: u64,
+    match_index: u64,
     lag: u64,
 }
 
 #[derive(Serialize)]
-struct QuarantineJson {
+struct ContextJson {
     context_id: String,
-    sequence: u64,
-    epoch: u64,
-    content_hash: String,
-    quarantined_at_unix_ms: u64,
-    reason: String,
+    latest_sequence: u64,
 }
 
 /// Every page the command asked for, merged into one answer.
@@ -154,43 +156,44 @@ fn to_json(s: StatusResponse, truncated: bool) -> StatusJson {
                 since_unix_ms: m.since_unix_ms,
             })
             .collect(),
+        raft_groups: s
+            .raft_groups
+            .into_iter()
+            .map(|g| GroupJson {
+                group: g.group,
+                role: g.role,
+                term: g.term,
+                leader: g.leader,
+                commit_index: g.commit_index,
+                applied_index: g.applied_index,
+                last_index: g.last_index,
+                voters: g.voters,
+                learners: g.learners,
+                followers: g
+                    .followers
+                    .into_iter()
+                    .map(|f| FollowerJson {
+                        node: f.node,
+                        match_index: f.match_index,
+                        lag: f.lag,
+                    })
+                    .collect(),
+                forming: g.forming,
+            })
+            .collect(),
         contexts: s
             .contexts
             .into_iter()
             .map(|c| ContextJson {
                 context_id: c.context_id,
-                owner: c.owner,
-                epoch: c.epoch,
                 latest_sequence: c.latest_sequence,
-                replicas: c
-                    .replicas
-                    .into_iter()
-                    .map(|r| ReplicaJson {
-                        node: r.node,
-                        applied_sequence: r.applied_sequence,
-                        lag: r.lag,
-                    })
-                    .collect(),
             })
             .collect(),
         truncated,
-        quarantined_entries: s.quarantined_entries,
-        quarantine: s
-            .quarantine
-            .into_iter()
-            .map(|q| QuarantineJson {
-                context_id: q.context_id,
-                sequence: q.sequence,
-                epoch: q.epoch,
-                content_hash: hex_full(&q.content_hash),
-                quarantined_at_unix_ms: q.quarantined_at_unix_ms,
-                reason: q.reason,
-            })
-            .collect(),
     }
 }
 
-/// Readable lines: a header, the members, a table of contexts, the quarantine.
+/// Readable lines: a header, the members, the Raft groups, a table of contexts.
 fn text(s: &StatusResponse, truncated: bool) -> Vec<String> {
     let mut lines = Vec::new();
     if s.clustered {
@@ -213,6 +216,33 @@ fn text(s: &StatusResponse, truncated: bool) -> Vec<String> {
                 since(m.since_unix_ms)
             ));
         }
+        for g in &s.raft_groups {
+            if !g.forming.is_empty() {
+                lines.push(format!("raft group {}: {}", g.group, g.forming));
+                continue;
+            }
+            let leader = if g.leader.is_empty() {
+                "none known"
+            } else {
+                &g.leader
+            };
+            lines.push(format!(
+                "raft group {}: this node is {} (term {}); leader {leader}; commit {}, applied {}, last {}",
+                g.group, g.role, g.term, g.commit_index, g.applied_index, g.last_index
+            ));
+            let learners = if g.learners.is_empty() {
+                String::new()
+            } else {
+                format!("; learners {}", g.learners.join(", "))
+            };
+            lines.push(format!("  voters {}{learners}", g.voters.join(", ")));
+            for f in &g.followers {
+                lines.push(format!(
+                    "  {:<16} match {:>10}  lag {}",
+                    f.node, f.match_index, f.lag
+                ));
+            }
+        }
     } else {
         lines.push(format!(
             "single node (no cluster); durability {}",
@@ -226,41 +256,10 @@ fn text(s: &StatusResponse, truncated: bool) -> Vec<String> {
     };
     lines.push(format!("contexts ({} listed{more}):", s.contexts.len()));
     if !s.contexts.is_empty() {
-        lines.push(format!(
-            "  {:<32} {:<16} {:>6} {:>12}  REPLICAS (applied/lag)",
-            "CONTEXT", "OWNER", "EPOCH", "LATEST"
-        ));
+        lines.push(format!("  {:<32} {:>12}", "CONTEXT", "LATEST"));
     }
     for c in &s.contexts {
-        let replicas: Vec<String> = c
-            .replicas
-            .iter()
-            .map(|r| format!("{}:{}/{}", r.node, r.applied_sequence, r.lag))
-            .collect();
-        let owner = if c.owner.is_empty() { "-" } else { &c.owner };
-        lines.push(format!(
-            "  {:<32} {:<16} {:>6} {:>12}  {}",
-            c.context_id,
-            owner,
-            c.epoch,
-            c.latest_sequence,
-            if replicas.is_empty() {
-                "-".into()
-            } else {
-                replicas.join(" ")
-            }
-        ));
-    }
-    lines.push(format!("quarantined entries: {}", s.quarantined_entries));
-    for q in &s.quarantine {
-        lines.push(format!(
-            "  {} #{} epoch {} hash {} — {}",
-            q.context_id,
-            q.sequence,
-            q.epoch,
-            hex_full(&q.content_hash),
-            q.reason
-        ));
+        lines.push(format!("  {:<32} {:>12}", c.context_id, c.latest_sequence));
     }
     lines
 }
@@ -285,10 +284,10 @@ fn since(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{ContextStatus, MemberStatus, ReplicaStatus};
+    use crate::proto::{ContextStatus, MemberStatus, RaftFollowerProgress, RaftGroupStatus};
 
     #[test]
-    fn text_shows_members_contexts_and_lag() {
+    fn text_shows_members_the_group_and_contexts() {
         let s = StatusResponse {
             node_name: "a".into(),
             clustered: true,
@@ -300,23 +299,40 @@ mod tests {
                 state: "up".into(),
                 since_unix_ms: 1_700_000_000_000,
             }],
+            raft_groups: vec![RaftGroupStatus {
+                group: 0,
+                role: "leader".into(),
+                term: 4,
+                leader: "a".into(),
+                commit_index: 40,
+                applied_index: 40,
+                last_index: 41,
+                voters: vec!["a".into(), "b".into()],
+                followers: vec![RaftFollowerProgress {
+                    node: "b".into(),
+                    match_index: 38,
+                    lag: 3,
+                }],
+                ..Default::default()
+            }],
             contexts: vec![ContextStatus {
                 context_id: "orders".into(),
-                owner: "a".into(),
-                epoch: 3,
                 latest_sequence: 12,
-                replicas: vec![ReplicaStatus {
-                    node: "b".into(),
-                    applied_sequence: 10,
-                    lag: 2,
-                }],
+                ..Default::default()
             }],
             ..Default::default()
         };
         let t = text(&s, true).join("\n");
         assert!(t.contains("node a (cluster; replication acks all"), "{t}");
         assert!(t.contains("127.0.0.1:7002") && t.contains("h ago"), "{t}");
-        assert!(t.contains("b:10/2") && t.contains("more exist"), "{t}");
+        assert!(
+            t.contains("this node is leader (term 4); leader a; commit 40"),
+            "{t}"
+        );
+        assert!(t.contains("voters a, b") && t.contains("lag 3"), "{t}");
+        assert!(t.contains("orders") && t.contains("more exist"), "{t}");
+        let json = json_line(&to_json(s, false));
+        assert!(json.contains("\"match_index\":38"), "{json}");
         let single = text(&StatusResponse::default(), false).join("\n");
         assert!(single.starts_with("single node"), "{single}");
     }

@@ -1,27 +1,16 @@
-//! Helpers for cluster tests (in-memory and ractor_cluster links, several processes):
-//! nodes, owners, heads, appends that ride out owner changes, convergence.
+//! Helpers for in-process cluster tests: nodes, heads, appends that ride out leader
+//! changes, convergence.
 #![allow(dead_code)]
 
 use converge_ledger::client::LedgerClient;
 use converge_ledger::proto;
-use converge_ledger::replication::owner_of;
 use converge_ledger::server::Ledger;
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 pub struct Node {
     pub name: String,
     pub ledger: Ledger,
     pub client: LedgerClient,
-}
-
-/// A context id whose owner among `members` is `owner`.
-pub fn owned_by(owner: &str, members: &[&str], tag: &str) -> String {
-    let set: BTreeSet<String> = members.iter().map(|s| s.to_string()).collect();
-    (0..10_000)
-        .map(|i| format!("{tag}-{i}"))
-        .find(|c| owner_of(&set, c) == Some(owner))
-        .expect("some context is owned by each node")
 }
 
 /// `ClusterService/Status` of one node, every context.
@@ -44,7 +33,7 @@ pub async fn head(client: &LedgerClient, ctx: &str) -> (u64, Vec<u8>) {
     (r.latest_sequence, r.merkle_root.to_vec())
 }
 
-/// Appends, retrying UNAVAILABLE (owner changes) for a few seconds.
+/// Appends, retrying UNAVAILABLE (leader changes) with the same idempotency key.
 pub async fn append(client: &LedgerClient, ctx: &str, payload: &str) -> proto::Entry {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

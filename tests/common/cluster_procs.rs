@@ -150,23 +150,6 @@ impl Cluster {
         }
     }
 
-    /// The owner of `ctx` as node `i` sees it.
-    pub async fn owner_seen_by(&self, i: usize, ctx: &str) -> Option<String> {
-        let c = self.client(i).await;
-        let s = c
-            .status(proto::StatusRequest {
-                context_id: ctx.into(),
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        s.contexts
-            .iter()
-            .find(|c| c.context_id == ctx)
-            .map(|c| c.owner.clone())
-            .filter(|o| !o.is_empty())
-    }
-
     /// Cuts every link to and from node `i` (proxied clusters only).
     pub fn isolate(&self, i: usize) {
         for ((from, to), p) in &self.proxies {
@@ -259,24 +242,6 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// Every quarantined entry of every node (node index, entry).
-    pub async fn quarantine(&self) -> Vec<(usize, proto::QuarantinedEntry)> {
-        let mut out = Vec::new();
-        for i in 0..self.len() {
-            let c = self.client(i).await;
-            let s = c
-                .status(proto::StatusRequest::default())
-                .await
-                .expect("status");
-            assert!(
-                s.quarantined_entries as usize >= s.quarantine.len(),
-                "quarantined_entries counts the listed ones"
-            );
-            out.extend(s.quarantine.into_iter().map(|q| (i, q)));
-        }
-        out
     }
 }
 

@@ -7,12 +7,8 @@
 //! commit, so concurrent appends to one context share commits too; its head may run
 //! ahead of the disk, and any failed commit makes it stop and rebuild from storage.
 //!
-//! On a cluster node (see `actors::replication`) the same actor also applies entries
-//! shipped by the context's owner (`Apply`), in sequence order and through the same
-//! writer, after checking their content hashes and the owner's Merkle root; it moves a
-//! divergent tail to quarantine on request (`Quarantine`); and after each commit of its
-//! own appends it hands the entries to the replication layer to ship. On a single node
-//! none of this runs: `Shared::replication()` is empty and the append path is unchanged.
+//! It runs on a single node. On a cluster node appends go through the node's Raft group
+//! (`actors::raft`), whose leader is the single writer of its contexts.
 //!
 //! **Invariant:** every entry it submits continues the one submitted before it, and the
 //! writer refuses any that does not continue what is stored, so a stale head can never
@@ -25,8 +21,7 @@ use crate::integrity::canonical::content_hash;
 use crate::integrity::lamport::next_clock;
 use crate::integrity::merkle::{leaf_hash, Frontier};
 use crate::model::{Entry, Hash, Metadata};
-use crate::replication::epoch::accepts;
-use crate::storage::{DurabilityMode, OnDone, ReplicaOp, WriteOp, WriterMsg};
+use crate::storage::{DurabilityMode, OnDone, WriteOp, WriterMsg};
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, HashSet};
@@ -35,11 +30,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 mod load;
-mod replica;
 
 use load::load;
-pub use replica::ApplyInput;
-use replica::{adopt_epoch, apply, quarantine, raise_epoch};
 
 /// A validated append request.
 #[derive(Clone, Debug)]
@@ -76,26 +68,6 @@ pub struct LoadOutcome {
 
 pub enum ContextMsg {
     Append(AppendInput, RpcReplyPort<LedgerResult<AppendOutcome>>),
-    /// An append on the owner of a context in a cluster, under the owner's claim `epoch`.
-    AppendAt(AppendInput, u64, RpcReplyPort<LedgerResult<AppendOutcome>>),
-    /// Replication: apply entries from a peer; answers the new latest sequence after the
-    /// commit (when a reply is given).
-    Apply(ApplyInput, Option<RpcReplyPort<LedgerResult<u64>>>),
-    /// Replication: move every entry after `keep` to quarantine (answers how many), then
-    /// stop so the next request rebuilds the head from storage.
-    Quarantine {
-        keep: u64,
-        reply: RpcReplyPort<LedgerResult<u64>>,
-    },
-    /// Replication: this replica's history equals a peer's `(size, root)` held under the
-    /// higher `epoch`: raise (and persist) the epoch to it, if the head still is
-    /// `(size, root)`. Answers the epoch now held.
-    AdoptEpoch {
-        epoch: u64,
-        size: u64,
-        root: Hash,
-        reply: RpcReplyPort<LedgerResult<u64>>,
-    },
     Load(LoadInput, RpcReplyPort<LedgerResult<LoadOutcome>>),
     /// From the writer: the op ending at `through`, which remembered idempotency keys, is
     /// committed. (Other ops only decrement the shared in-flight count: no message, so a
@@ -113,7 +85,7 @@ impl ractor::Message for ContextMsg {}
 
 pub struct ContextActor;
 
-/// How soon a Load or a Quarantine that found writes in flight looks again.
+/// How soon a Load that found writes in flight looks again.
 const LOAD_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub struct ContextState {
@@ -123,8 +95,6 @@ pub struct ContextState {
     sequence: u64,
     lamport_clock: u64,
     frontier: Frontier,
-    /// The highest replication epoch accepted (0 on a single node).
-    epoch: u64,
     /// Ops handed to the writer and not yet completed; decremented by the completion, on
     /// the writer thread.
     ops_in_flight: Arc<AtomicUsize>,
@@ -164,11 +134,6 @@ impl Actor for ContextActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let reader = shared.store.reader()?;
         let head = reader.head(&context_id)?;
-        let epoch = if shared.replication().is_some() {
-            reader.epoch(&context_id)?
-        } else {
-            0
-        };
         drop(reader);
         tracing::trace!(context = %context_id, sequence = head.sequence, "context actor started");
         let idle = shared.context_idle;
@@ -179,7 +144,6 @@ impl Actor for ContextActor {
             sequence: head.sequence,
             lamport_clock: head.lamport_clock,
             frontier: head.frontier,
-            epoch,
             ops_in_flight: Arc::new(AtomicUsize::new(0)),
             idempotency_in_flight: HashMap::new(),
             duplicate_waiters: Vec::new(),
@@ -197,28 +161,6 @@ impl Actor for ContextActor {
             ContextMsg::Append(input, reply) => {
                 state.last_active = Instant::now();
                 append(&myself, state, input, reply).await;
-            }
-            ContextMsg::AppendAt(input, epoch, reply) => {
-                state.last_active = Instant::now();
-                raise_epoch(state, epoch).await;
-                append(&myself, state, input, reply).await;
-            }
-            ContextMsg::Apply(input, reply) => {
-                state.last_active = Instant::now();
-                apply(&myself, state, input, reply).await;
-            }
-            ContextMsg::Quarantine { keep, reply } => {
-                state.last_active = Instant::now();
-                quarantine(&myself, state, keep, reply).await;
-            }
-            ContextMsg::AdoptEpoch {
-                epoch,
-                size,
-                root,
-                reply,
-            } => {
-                state.last_active = Instant::now();
-                let _ = reply.send(adopt_epoch(state, epoch, size, root).await);
             }
             ContextMsg::Load(input, reply) => {
                 state.last_active = Instant::now();
@@ -264,30 +206,13 @@ impl Actor for ContextActor {
     }
 }
 
-/// What the replication layer hears of a commit (nothing on a single node).
-enum Replicate {
-    None,
-    /// This node's own append or load, as owner: ship it under `epoch`.
-    Ship {
-        epoch: u64,
-        idempotency: Vec<(String, u64)>,
-    },
-    /// Entries applied from `from`: tell it.
-    Applied {
-        from: Option<String>,
-        epoch: u64,
-    },
-}
-
 /// The completion of a write: answer, publish, tell the actor (only when it waits for
 /// this op's idempotency keys, or on failure). Runs on the writer thread.
-#[allow(clippy::too_many_arguments)]
 fn on_done<T: Send + 'static>(
     myself: &ActorRef<ContextMsg>,
     state: &ContextState,
     notify_commit: bool,
     roots: Vec<Hash>,
-    replicate: Replicate,
     reply: Option<RpcReplyPort<LedgerResult<T>>>,
     answer: impl FnOnce(DurabilityMode, Vec<Entry>) -> T + Send + 'static,
 ) -> OnDone {
@@ -301,17 +226,6 @@ fn on_done<T: Send + 'static>(
         Ok(mode) => {
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let through = entries.last().map_or(0, |e| e.sequence);
-            if let (Some(repl), Some(root)) = (shared.replication(), roots.last()) {
-                match replicate {
-                    Replicate::None => {}
-                    Replicate::Ship { epoch, idempotency } => {
-                        repl.committed(&ctx, epoch, &entries, &roots, idempotency)
-                    }
-                    Replicate::Applied { from, epoch } => {
-                        repl.applied_locally(&ctx, from, through, *root, epoch)
-                    }
-                }
-            }
             // The events are built before the answer consumes the entries, and published
             // after it: the appender's wake-up is queued ahead of its watchers'.
             let hub = shared.watch_hub.load();
@@ -424,20 +338,11 @@ async fn append(
             .insert(input.idempotency_key.clone(), entry.clone());
         idempotency.push((input.idempotency_key, sequence));
     }
-    let replicate = if state.shared.replication().is_some() {
-        Replicate::Ship {
-            epoch: state.epoch,
-            idempotency: idempotency.clone(),
-        }
-    } else {
-        Replicate::None
-    };
     let done = on_done(
         myself,
         state,
         !idempotency.is_empty(),
         vec![state.frontier.root()],
-        replicate,
         Some(reply),
         |durability, mut entries| AppendOutcome {
             entry: entries.pop().expect("an append op carries its entry"),

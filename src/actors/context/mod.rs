@@ -7,8 +7,7 @@ mod context_supervisor;
 mod route;
 
 pub use context_actor::{
-    new_entry_id, AppendInput, AppendOutcome, ApplyInput, ContextActor, ContextMsg, LoadInput,
-    LoadOutcome,
+    new_entry_id, AppendInput, AppendOutcome, ContextActor, ContextMsg, LoadInput, LoadOutcome,
 };
 pub use context_supervisor::{ContextSupervisor, ContextSupervisorMsg, CONTEXT_SUPERVISOR_NAME};
 pub use route::{actor_name, deliver, route};

@@ -20,6 +20,7 @@ use crate::actors::cluster::ClusterLink;
 use crate::actors::context::new_entry_id;
 use crate::actors::watch::LiveEvent;
 use crate::actors::Shared;
+use crate::config::ReplicationAcks;
 use crate::consensus::leader_writer::NewEntry;
 use crate::consensus::member::{Member, Outcome, Output};
 use crate::consensus::peer_msg::{self, PeerMsg};
@@ -67,6 +68,20 @@ pub struct GroupLoop {
     /// The `--peer` seeds' cluster addresses.
     pub peers: Vec<String>,
     pub status: Arc<Mutex<GroupStatus>>,
+    pub acks: ReplicationAcks,
+}
+
+/// With `--replication-acks all`: how long an acknowledgement waits for every voter to hold
+/// the entry before the append fails UNAVAILABLE. Below the forwarding timeout, so a node
+/// that forwarded the append hears this answer rather than its own timeout.
+pub const ALL_ACKS_WAIT: Duration = Duration::from_millis(1500);
+
+/// An acknowledgement held until every voter's log reaches `need`.
+struct Parked {
+    waiter: Waiter,
+    outcome: Outcome,
+    need: u64,
+    since: Instant,
 }
 
 fn now_ns() -> u64 {
@@ -126,6 +141,7 @@ impl GroupLoop {
         let mut leader = member.leader_hint();
         let mut next_tick = Instant::now() + self.timing.tick;
         let mut next_sync = Instant::now() + SYNC_INTERVAL;
+        let mut parked: Vec<Parked> = Vec::new();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match rx.recv_timeout(wait) {
@@ -185,7 +201,21 @@ impl GroupLoop {
             };
             self.send(&names, out.messages);
             for (waiter, outcome) in out.answers {
-                self.answer(waiter, outcome);
+                match outcome {
+                    Outcome::Acked { .. } if self.acks == ReplicationAcks::All => {
+                        parked.push(Parked {
+                            waiter,
+                            outcome,
+                            // At least the entry's own index, which is committed.
+                            need: member.commit_index(),
+                            since: Instant::now(),
+                        })
+                    }
+                    outcome => self.answer(waiter, outcome),
+                }
+            }
+            if !parked.is_empty() {
+                self.release(&member, &names, &mut parked);
             }
             if !stored.is_empty() {
                 let hub = self.shared.watch_hub.load();
@@ -213,6 +243,46 @@ impl GroupLoop {
         state.sync().map_err(|e| e.to_string())?;
         tracing::info!(group = self.group, "raft group member stopped");
         Ok(())
+    }
+
+    /// `--replication-acks all`: answers the acknowledgements every voter's log now reaches,
+    /// and fails those that waited [`ALL_ACKS_WAIT`] in vain, naming the voters behind.
+    fn release(
+        &self,
+        member: &GroupMember,
+        names: &HashMap<u64, String>,
+        parked: &mut Vec<Parked>,
+    ) {
+        let matched: HashMap<u64, u64> = member.match_indexes().into_iter().collect();
+        let voters = member.conf_state().voters;
+        let floor = voters
+            .iter()
+            .map(|v| matched.get(v).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        for p in std::mem::take(parked) {
+            if p.need <= floor {
+                self.answer(p.waiter, p.outcome);
+            } else if p.since.elapsed() >= ALL_ACKS_WAIT {
+                let behind: Vec<String> = voters
+                    .iter()
+                    .filter(|v| matched.get(v).copied().unwrap_or(0) < p.need)
+                    .map(|v| names.get(v).cloned().unwrap_or_else(|| v.to_string()))
+                    .collect();
+                self.answer(
+                    p.waiter,
+                    Outcome::Failed(LedgerError::Unavailable(format!(
+                        "--replication-acks all: the append is committed by a majority of raft \
+                         group {}, but voter(s) {} did not confirm it within {ALL_ACKS_WAIT:?}; \
+                         retry with the same idempotency key once every voter is back",
+                        self.group,
+                        behind.join(", ")
+                    ))),
+                );
+            } else {
+                parked.push(p);
+            }
+        }
     }
 
     /// Before a group exists on this node: waits until every seed has been reached once,

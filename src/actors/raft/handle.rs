@@ -11,7 +11,9 @@
 //! under way, or this node is cut off from a majority) it waits and asks again, up to
 //! [`APPEND_DEADLINE`]; then the append fails UNAVAILABLE, naming the group and the leader
 //! it last knew. An append is never proposed twice by the handle: only `NotLeader` answers
-//! (nothing was proposed) are retried.
+//! and forwards the link refused (nothing was proposed) are retried; a forward the leader
+//! did not answer within [`FORWARD_TIMEOUT`] fails UNAVAILABLE at once ("outcome unknown"),
+//! and the client's retry with its idempotency key returns the first entry if there was one.
 
 use super::group_loop::Input;
 use crate::actors::cluster::ClusterLink;
@@ -50,6 +52,14 @@ pub enum Waiter {
     Remote { node: String, id: u64 },
 }
 
+/// Why a forwarded append has no outcome.
+enum ForwardFailed {
+    /// The link refused it: the leader never saw it.
+    Unsent,
+    /// Sent, unanswered in time: it may have been appended.
+    NoAnswer,
+}
+
 /// One group as this node sees it (`status`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -78,6 +88,8 @@ pub struct RaftSetup {
     pub timing: RaftTiming,
     /// The `--peer` seeds' cluster addresses.
     pub peers: Vec<String>,
+    /// `--replication-acks`.
+    pub acks: crate::config::ReplicationAcks,
 }
 
 pub struct RaftHandle {
@@ -92,6 +104,9 @@ pub struct RaftHandle {
     pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
     next_forward: AtomicU64,
     pub(super) status: Arc<Mutex<GroupStatus>>,
+    /// Held by the group's thread for its whole run: a restarted thread waits for the one
+    /// before it to finish.
+    pub(super) running: Arc<Mutex<()>>,
 }
 
 impl RaftHandle {
@@ -116,6 +131,7 @@ impl RaftHandle {
                 group,
                 ..Default::default()
             })),
+            running: Arc::new(Mutex::new(())),
         })
     }
 
@@ -125,6 +141,10 @@ impl RaftHandle {
 
     pub fn link(&self) -> &Arc<dyn ClusterLink> {
         &self.link
+    }
+
+    pub fn acks(&self) -> crate::config::ReplicationAcks {
+        self.setup.acks
     }
 
     /// Whether appends are fsynced on each voter before they count (`--durability`).
@@ -180,14 +200,19 @@ impl RaftHandle {
         })
     }
 
-    /// Forwards the append to `leader` (a node name); None when it did not answer in time.
-    async fn ask_leader(&self, leader: &str, context: &str, entry: &NewEntry) -> Option<Outcome> {
+    /// Forwards the append to `leader` (a node name).
+    async fn ask_leader(
+        &self,
+        leader: &str,
+        context: &str,
+        entry: &NewEntry,
+    ) -> Result<Outcome, ForwardFailed> {
         let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = self.pending.lock().ok()?;
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.len() >= FORWARDS_IN_FLIGHT_MAX {
-                return Some(Outcome::Failed(LedgerError::Unavailable(format!(
+                return Ok(Outcome::Failed(LedgerError::Unavailable(format!(
                     "{FORWARDS_IN_FLIGHT_MAX} appends are already forwarded from node {} and \
                      unanswered; retry",
                     self.node
@@ -202,13 +227,16 @@ impl RaftHandle {
             entry: entry.clone(),
         });
         let answer = match self.link.send(leader, Bytes::from(frame)) {
-            Ok(()) => tokio::time::timeout(FORWARD_TIMEOUT, rx).await.ok(),
-            Err(_) => None,
+            Ok(()) => match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                _ => Err(ForwardFailed::NoAnswer),
+            },
+            Err(_) => Err(ForwardFailed::Unsent),
         };
         if let Ok(mut p) = self.pending.lock() {
             p.remove(&id);
         }
-        answer.and_then(Result::ok)
+        answer
     }
 
     fn name_of(&self, id: u64) -> Option<String> {
@@ -232,13 +260,24 @@ impl RaftHandle {
                         Some(leader) => {
                             last_leader = Some(leader.clone());
                             match self.ask_leader(&leader, context, &entry).await {
-                                Some(o) => o,
-                                None => {
+                                Ok(o) => o,
+                                // Never sent: nothing was proposed, so asking again is safe.
+                                Err(ForwardFailed::Unsent) => {
                                     last_problem = format!(
-                                        "the append forwarded to the leader {leader:?} got no answer \
-                                         within {FORWARD_TIMEOUT:?}"
+                                        "the leader {leader:?} is not connected to this node"
                                     );
                                     Outcome::NotLeader { hint: 0 }
+                                }
+                                // It may have been proposed: asking again could append it
+                                // twice, so the client decides (with its idempotency key).
+                                Err(ForwardFailed::NoAnswer) => {
+                                    return Err(LedgerError::Unavailable(format!(
+                                        "raft group {}: the append was forwarded from node {} to \
+                                         the leader {leader:?}, which did not answer within \
+                                         {FORWARD_TIMEOUT:?} (frozen, cut off, or slow); its \
+                                         outcome is unknown: retry with the same idempotency key",
+                                        self.group, self.node
+                                    )))
                                 }
                             }
                         }

@@ -66,11 +66,16 @@ impl Actor for RaftGroupActor {
             fsync: shared.store.mode() == DurabilityMode::Fsynced,
             peers: handle.setup.peers.clone(),
             status: handle.status.clone(),
+            acks: handle.setup.acks,
         };
         let me = myself.clone();
+        let running = handle.running.clone();
         let join = std::thread::Builder::new()
             .name(format!("raft-group-{}", handle.group))
             .spawn(move || {
+                // Invariant: one member of the group per node. A killed actor's thread may
+                // still be draining; this one starts once it is gone.
+                let _one = running.lock().unwrap_or_else(|p| p.into_inner());
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group_loop.run(rx)))
                         .unwrap_or_else(|p| {
@@ -113,8 +118,7 @@ impl Actor for RaftGroupActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.pump.abort();
-        state.handle.input.store(None);
+        state.retract();
         if let Some(tx) = state.tx.take() {
             // A full queue: dropping the last sender ends the thread after it drains.
             let _ = tx.try_send(Input::Stop);
@@ -123,6 +127,32 @@ impl Actor for RaftGroupActor {
             let _ = tokio::task::spawn_blocking(move || join.join()).await;
         }
         Ok(())
+    }
+}
+
+impl RaftGroupState {
+    /// Stops the pump and takes the thread's input out of the handle, so that once `tx`
+    /// goes too, the thread sees its channel closed, commits, syncs and exits.
+    fn retract(&self) {
+        self.pump.abort();
+        let current = self.handle.input.load();
+        if let (Some(c), Some(mine)) = (current.as_ref(), self.tx.as_ref()) {
+            if Arc::ptr_eq(c, mine) {
+                self.handle
+                    .input
+                    .compare_and_swap(&current, None::<Arc<SyncSender<Input>>>);
+            }
+        }
+    }
+}
+
+impl Drop for RaftGroupState {
+    fn drop(&mut self) {
+        // Also on a kill, when post_stop does not run.
+        if self.tx.is_some() {
+            self.retract();
+            self.tx.take();
+        }
     }
 }
 

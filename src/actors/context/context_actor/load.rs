@@ -65,20 +65,11 @@ pub(super) async fn load(
     state.sequence = last.sequence;
     state.lamport_clock = last.lamport_clock;
     let root = state.frontier.root();
-    let replicate = if state.shared.replication().is_some() {
-        Replicate::Ship {
-            epoch: state.epoch,
-            idempotency: Vec::new(),
-        }
-    } else {
-        Replicate::None
-    };
     let done = on_done(
         myself,
         state,
         false,
         roots,
-        replicate,
         Some(reply),
         move |_, entries| LoadOutcome {
             entries_restored: entries.len() as u64,

@@ -443,8 +443,8 @@ class IntegrityService:
 
 
 class ClusterServiceStub:
-    """Read-only: this node, the cluster members as it sees them, and per context the owner,
-    epoch, latest sequence and replication lag (docs/CLUSTER.md). Not part of 0.1.x.
+    """Read-only: this node, the cluster members as it sees them, its Raft group and per context
+    the latest sequence (docs/CLUSTER.md). Not part of 0.1.x.
     """
 
     def __init__(self, channel):
@@ -461,8 +461,8 @@ class ClusterServiceStub:
 
 
 class ClusterServiceServicer:
-    """Read-only: this node, the cluster members as it sees them, and per context the owner,
-    epoch, latest sequence and replication lag (docs/CLUSTER.md). Not part of 0.1.x.
+    """Read-only: this node, the cluster members as it sees them, its Raft group and per context
+    the latest sequence (docs/CLUSTER.md). Not part of 0.1.x.
     """
 
     def Status(self, request, context):
@@ -488,8 +488,8 @@ def add_ClusterServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ClusterService:
-    """Read-only: this node, the cluster members as it sees them, and per context the owner,
-    epoch, latest sequence and replication lag (docs/CLUSTER.md). Not part of 0.1.x.
+    """Read-only: this node, the cluster members as it sees them, its Raft group and per context
+    the latest sequence (docs/CLUSTER.md). Not part of 0.1.x.
     """
 
     @staticmethod
