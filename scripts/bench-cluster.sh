@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Single-node vs 3-node figures for BENCHMARKS.md ("Cluster"): append with
-# --replication-acks 0 and all, watch on a replica, and the time a rejoining node takes to
-# catch up 100,000 entries. Everything on 127.0.0.1; data under $WORK (default /tmp/cl-bench).
+# Single-node vs 3-node (one Raft group) figures for BENCHMARKS.md ("Cluster"): appends with
+# --replication-acks majority and all, through the leader and through a follower (which
+# forwards), watch on a follower, and the time a restarted node takes to catch up 100,000
+# entries from the Raft log. Everything on 127.0.0.1; data under $WORK (default
+# /tmp/cl-bench). The failover times are `cargo test --release --test raft_cluster
+# failover_benchmark -- --ignored --nocapture`.
 #
 #   cargo build --release && scripts/bench-cluster.sh
 set -euo pipefail
@@ -30,6 +33,14 @@ start_node() { # n acks extra...
   pids[$n]=$!
 }
 
+leader_port() { # url: the gRPC port of the node the group's leader is
+  for _ in $(seq 1 200); do
+    local l
+    l=$("$BIN" status --server "$1" --json | python3 -c 'import json,sys; g=json.load(sys.stdin)["raft_groups"]; print(g[0]["leader"] if g else "")')
+    [ -n "$l" ] && { echo "1750${l#n}"; return 0; }; sleep 0.1
+  done; echo "no leader" >&2; return 1
+}
+
 wait_members() { # url count
   for _ in $(seq 1 200); do
     local up
@@ -52,21 +63,25 @@ wait_ready 127.0.0.1:17500
 "$BIN" bench --server 127.0.0.1:17500 watch --watchers 1,32 --rate 2000 --duration 10
 stop_all
 
-for acks in 0 all; do
-  echo "== three nodes, --replication-acks $acks (fsync); appends through n1"
+for acks in majority all; do
   rm -rf "$WORK"/node*
   for n in 1 2 3; do start_node $n $acks; done
   for n in 1 2 3; do wait_ready 127.0.0.1:1750$n; done
   wait_members 127.0.0.1:17501 3
-  "$BIN" bench --server 127.0.0.1:17501 append --writers 1,16 --entries "$ENTRIES"
-  echo "-- watch: writer appends through n1, watchers on n2"
-  "$BIN" bench --server 127.0.0.1:17501 watch --watch-server 127.0.0.1:17502 --watchers 1,32 --rate 2000 --duration 10
+  lp=$(leader_port 127.0.0.1:17501)
+  fp=17501; [ "$lp" = 17501 ] && fp=17502
+  echo "== three nodes, --replication-acks $acks (fsync); appends through the leader ($lp)"
+  "$BIN" bench --server 127.0.0.1:$lp append --writers 1,16 --entries "$ENTRIES"
+  echo "-- appends through a follower ($fp, forwarded to the leader)"
+  "$BIN" bench --server 127.0.0.1:$fp append --writers 1,16 --entries "$ENTRIES"
+  echo "-- watch: writer appends through the leader, watchers on a follower ($fp)"
+  "$BIN" bench --server 127.0.0.1:$lp watch --watch-server 127.0.0.1:$fp --watchers 1,32 --rate 2000 --duration 10
   stop_all
 done
 
 echo "== catch-up: n3 stopped while $CATCHUP entries are appended through n1, then restarted"
 rm -rf "$WORK"/node*
-for n in 1 2 3; do start_node $n 0; done
+for n in 1 2 3; do start_node $n majority; done
 for n in 1 2 3; do wait_ready 127.0.0.1:1750$n; done
 wait_members 127.0.0.1:17501 3
 kill "${pids[3]}"; wait "${pids[3]}" 2>/dev/null || true
@@ -75,7 +90,7 @@ wait_members 127.0.0.1:17501 2
 want=$(total 127.0.0.1:17501)
 have_before=$(total 127.0.0.1:17502)
 t0=$(date +%s.%N)
-start_node 3 0
+start_node 3 majority
 wait_ready 127.0.0.1:17503
 while :; do
   have=$(total 127.0.0.1:17503)

@@ -371,3 +371,74 @@ async fn kill_9_of_the_leader_loses_nothing_acknowledged() {
         check_acknowledged(&c, &acked).await;
     }
 }
+
+/// The failover benchmark of BENCHMARKS.md (not in the default suite):
+///
+/// ```text
+/// FAILOVER_TRIALS=20 cargo test --release --test raft_cluster failover_benchmark -- --ignored --nocapture
+/// ```
+///
+/// For each trial: find the leader, `kill -STOP` it (or `kill -9` it), then append with an
+/// idempotency key through a survivor, retrying every 50 ms, and time the first
+/// acknowledgement; then `kill -CONT` (or restart) it and wait until the three agree on a
+/// leader again. Prints p50 and max per kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; see its docs"]
+async fn failover_benchmark() {
+    let trials: usize = std::env::var("FAILOVER_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut c = Cluster::start(3, "majority", false).await;
+    let mut acked = BTreeMap::new();
+    for kind in ["kill -STOP", "kill -9"] {
+        let mut times = Vec::new();
+        for t in 0..trials {
+            let l = leader(&c, &[0, 1, 2], Duration::from_secs(30)).await;
+            // A warm path: one append through the survivor first.
+            let survivor = (l + 1) % 3;
+            let ctx = format!("failover-{t}");
+            let (e, _) = append_until(
+                &c,
+                survivor,
+                req(&ctx, "warm", &format!("{kind}-{t}-warm")),
+                Duration::from_secs(10),
+            )
+            .await;
+            record(&mut acked, &ctx, &e);
+            if kind == "kill -9" {
+                c.kill9(l);
+            } else {
+                c.nodes[l].freeze();
+            }
+            let (e, took) = append_until(
+                &c,
+                survivor,
+                req(&ctx, "after", &format!("{kind}-{t}")),
+                Duration::from_secs(30),
+            )
+            .await;
+            record(&mut acked, &ctx, &e);
+            eprintln!(
+                "{kind} of leader {} (trial {t}): first ack through {} after {took:?}",
+                c.names[l], c.names[survivor]
+            );
+            times.push(took);
+            if kind == "kill -9" {
+                c.restart(l);
+            } else {
+                c.nodes[l].thaw();
+            }
+            c.wait_members(&[0, 1, 2], Duration::from_secs(30)).await;
+        }
+        times.sort();
+        eprintln!(
+            "FAILOVER {kind}: {} trials, p50 {:?}, max {:?}, min {:?}",
+            times.len(),
+            times[times.len() / 2],
+            times.last().unwrap(),
+            times[0]
+        );
+    }
+    check_acknowledged(&c, &acked).await;
+}

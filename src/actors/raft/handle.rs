@@ -10,10 +10,16 @@
 //! over the cluster link and relays its answer. While no leader is known (an election is
 //! under way, or this node is cut off from a majority) it waits and asks again, up to
 //! [`APPEND_DEADLINE`]; then the append fails UNAVAILABLE, naming the group and the leader
-//! it last knew. An append is never proposed twice by the handle: only `NotLeader` answers
-//! and forwards the link refused (nothing was proposed) are retried; a forward the leader
-//! did not answer within [`FORWARD_TIMEOUT`] fails UNAVAILABLE at once ("outcome unknown"),
-//! and the client's retry with its idempotency key returns the first entry if there was one.
+//! it last knew.
+//!
+//! Invariant: an append whose outcome may be known to the log is never re-sent without an
+//! idempotency key. Without one, only `NotLeader` answers and forwards the link refused
+//! (nothing was proposed) are retried; a forward the leader did not answer within
+//! [`FORWARD_TIMEOUT`] — or sooner, once this node follows a new leader — and a leadership
+//! change under the append fail UNAVAILABLE ("outcome unknown"). With a key they are retried
+//! through the new leader until the deadline: the log decides a key once, so the retry
+//! returns the first entry (`duplicate=true`) when there was one. A failover is then
+//! invisible to a keyed append, beyond its latency.
 
 use super::group_loop::Input;
 use crate::actors::cluster::ClusterLink;
@@ -58,6 +64,8 @@ enum ForwardFailed {
     Unsent,
     /// Sent, unanswered in time: it may have been appended.
     NoAnswer,
+    /// Sent, and this node now follows another leader: it may have been appended.
+    Deposed,
 }
 
 /// One group as this node sees it (`status`).
@@ -227,16 +235,37 @@ impl RaftHandle {
             entry: entry.clone(),
         });
         let answer = match self.link.send(leader, Bytes::from(frame)) {
-            Ok(()) => match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
-                Ok(Ok(outcome)) => Ok(outcome),
-                _ => Err(ForwardFailed::NoAnswer),
-            },
+            Ok(()) => self.wait_answer(leader, rx).await,
             Err(_) => Err(ForwardFailed::Unsent),
         };
         if let Ok(mut p) = self.pending.lock() {
             p.remove(&id);
         }
         answer
+    }
+
+    /// The leader's answer; or no answer within [`FORWARD_TIMEOUT`]; or, sooner, this node
+    /// now follows another leader (the one asked was deposed: frozen, cut off, crashed).
+    async fn wait_answer(
+        &self,
+        leader: &str,
+        mut rx: oneshot::Receiver<Outcome>,
+    ) -> Result<Outcome, ForwardFailed> {
+        let until = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            let step = (tokio::time::Instant::now() + LEADER_POLL).min(until);
+            match tokio::time::timeout_at(step, &mut rx).await {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(_)) => return Err(ForwardFailed::NoAnswer),
+                Err(_) if step >= until => return Err(ForwardFailed::NoAnswer),
+                Err(_) => {
+                    let now = self.status().leader;
+                    if now.as_deref().is_some_and(|l| l != leader) {
+                        return Err(ForwardFailed::Deposed);
+                    }
+                }
+            }
+        }
     }
 
     fn name_of(&self, id: u64) -> Option<String> {
@@ -268,16 +297,30 @@ impl RaftHandle {
                                     );
                                     Outcome::NotLeader { hint: 0 }
                                 }
-                                // It may have been proposed: asking again could append it
-                                // twice, so the client decides (with its idempotency key).
-                                Err(ForwardFailed::NoAnswer) => {
-                                    return Err(LedgerError::Unavailable(format!(
-                                        "raft group {}: the append was forwarded from node {} to \
-                                         the leader {leader:?}, which did not answer within \
-                                         {FORWARD_TIMEOUT:?} (frozen, cut off, or slow); its \
-                                         outcome is unknown: retry with the same idempotency key",
-                                        self.group, self.node
-                                    )))
+                                // It may have been proposed: asking again is safe only with
+                                // an idempotency key (the log decides it once); without one
+                                // the client decides.
+                                Err(failed) => {
+                                    let why = match failed {
+                                        ForwardFailed::Deposed => format!(
+                                            "the leader {leader:?} was replaced before it answered"
+                                        ),
+                                        _ => format!(
+                                            "the leader {leader:?} did not answer within \
+                                             {FORWARD_TIMEOUT:?} (frozen, cut off, or slow)"
+                                        ),
+                                    };
+                                    if entry.idempotency_key.is_empty() {
+                                        return Err(LedgerError::Unavailable(format!(
+                                            "raft group {}: the append was forwarded from node {}, \
+                                             but {why}; its outcome is unknown (it has no \
+                                             idempotency key, so it is not re-sent): retry with \
+                                             an idempotency key to make retries safe",
+                                            self.group, self.node
+                                        )));
+                                    }
+                                    last_problem = why;
+                                    Outcome::NotLeader { hint: 0 }
                                 }
                             }
                         }
@@ -299,12 +342,19 @@ impl RaftHandle {
                     })
                 }
                 Outcome::Failed(e) => return Err(e),
-                Outcome::Retry(why) => {
+                Outcome::Retry(why)
+                    if entry.idempotency_key.is_empty() || Instant::now() >= deadline =>
+                {
                     return Err(LedgerError::Unavailable(format!(
                         "raft group {}: the append was not decided ({why}); its outcome is \
                          unknown: retry with the same idempotency key",
                         self.group
                     )))
+                }
+                Outcome::Retry(why) => {
+                    // Keyed: the log decides the key once, so asking again is safe.
+                    last_problem = why;
+                    tokio::time::sleep(LEADER_POLL).await;
                 }
                 Outcome::NotLeader { .. } => {
                     if Instant::now() + LEADER_POLL >= deadline {
