@@ -178,6 +178,23 @@ async fn every_node_takes_appends_forwards_them_and_deduplicates_retries() {
         g.applied_index > 0 && g.commit_index >= g.applied_index,
         "{g:?}"
     );
+    // The leader has heard every other member lately (Raft's replies, not the transport's).
+    let s = c
+        .client(l)
+        .await
+        .status(proto::StatusRequest::default())
+        .await
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for m in s.members.iter().filter(|m| m.state != "this") {
+        assert!(
+            m.last_heard_unix_ms > 0 && now_ms.saturating_sub(m.last_heard_unix_ms) < 5_000,
+            "{m:?}"
+        );
+    }
     let f = group_status(&c, follower)
         .await
         .expect("a follower answers");
@@ -441,4 +458,50 @@ async fn failover_benchmark() {
         );
     }
     check_acknowledged(&c, &acked).await;
+}
+
+/// One direction of every link of the leader goes silent (it still hears the others, they
+/// no longer hear it), then the other direction: either way the majority elects a leader
+/// among itself, the half-connected node acknowledges nothing on its own, and after healing
+/// every acknowledged entry is on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asymmetric_partition_of_the_leader_moves_the_leadership_and_heals() {
+    let c = Cluster::start(3, "majority", true).await;
+    let mut acked = BTreeMap::new();
+    for (round, outbound) in [(0, true), (1, false)] {
+        let l = leader(&c, &[0, 1, 2], Duration::from_secs(20)).await;
+        let survivors: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+        // Proxy (from, to) carries what `from` dialled to `to`: "up" is from → to. The
+        // leader's sends are held on the way up of the links it dialled and on the way down
+        // of those the others dialled to it; its receipts, the other way round.
+        for ((from, to), p) in &c.proxies {
+            if *from == l {
+                p.stall_one_way(outbound);
+            } else if *to == l {
+                p.stall_one_way(!outbound);
+            }
+        }
+        let cut_at = Instant::now();
+        let (e, _) = append_until(
+            &c,
+            survivors[0],
+            req("asym", &format!("r{round}"), &format!("r{round}")),
+            WRITABLE_WITHIN + Duration::from_secs(10),
+        )
+        .await;
+        record(&mut acked, "asym", &e);
+        eprintln!(
+            "leader {} half cut off ({}): writable through {} after {:?}",
+            c.names[l],
+            if outbound {
+                "it is not heard"
+            } else {
+                "it does not hear"
+            },
+            c.names[survivors[0]],
+            cut_at.elapsed()
+        );
+        c.resume_all();
+        check_acknowledged(&c, &acked).await;
+    }
 }

@@ -59,6 +59,7 @@ fn member_status(m: crate::actors::cluster::MemberState) -> proto::MemberStatus 
         address: m.address.unwrap_or_default(),
         state: member_state_name(m.status).to_string(),
         since_unix_ms: unix_ms(m.since),
+        last_heard_unix_ms: 0,
     }
 }
 
@@ -80,7 +81,17 @@ fn raft_status(
             .link()
             .member_states()
             .into_iter()
-            .map(member_status)
+            .map(|m| {
+                let heard = g
+                    .heard
+                    .iter()
+                    .find(|(n, _)| *n == m.name)
+                    .map(|(_, at)| *at);
+                proto::MemberStatus {
+                    last_heard_unix_ms: heard.map_or(0, unix_ms),
+                    ..member_status(m)
+                }
+            })
             .collect(),
         contexts,
         next_after_context_id,

@@ -53,6 +53,7 @@ struct MemberJson {
     address: String,
     state: String,
     since_unix_ms: u64,
+    last_heard_unix_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -154,6 +155,7 @@ fn to_json(s: StatusResponse, truncated: bool) -> StatusJson {
                 address: m.address,
                 state: m.state,
                 since_unix_ms: m.since_unix_ms,
+                last_heard_unix_ms: m.last_heard_unix_ms,
             })
             .collect(),
         raft_groups: s
@@ -208,8 +210,13 @@ fn text(s: &StatusResponse, truncated: bool) -> Vec<String> {
             } else {
                 &m.address
             };
+            let heard = if m.state == "this" {
+                String::new()
+            } else {
+                format!("; raft last heard {}", since(m.last_heard_unix_ms))
+            };
             lines.push(format!(
-                "  {:<16} {:<22} {:<5} since {}",
+                "  {:<16} {:<22} {:<5} since {}{heard}",
                 m.name,
                 addr,
                 m.state,
@@ -298,6 +305,7 @@ mod tests {
                 address: "127.0.0.1:7002".into(),
                 state: "up".into(),
                 since_unix_ms: 1_700_000_000_000,
+                last_heard_unix_ms: 1_700_000_000_000,
             }],
             raft_groups: vec![RaftGroupStatus {
                 group: 0,
@@ -325,6 +333,7 @@ mod tests {
         let t = text(&s, true).join("\n");
         assert!(t.contains("node a (cluster; replication acks all"), "{t}");
         assert!(t.contains("127.0.0.1:7002") && t.contains("h ago"), "{t}");
+        assert!(t.contains("raft last heard"), "{t}");
         assert!(
             t.contains("this node is leader (term 4); leader a; commit 40"),
             "{t}"

@@ -13,7 +13,10 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<watch::Sender<bool>>,
-    stalled: Arc<watch::Sender<bool>>,
+    /// Bytes from the dialling side to the target are held.
+    stalled_up: Arc<watch::Sender<bool>>,
+    /// Bytes from the target back to the dialling side are held.
+    stalled_down: Arc<watch::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,10 +27,11 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (cut, _) = watch::channel(false);
         let cut = Arc::new(cut);
-        let stalled = Arc::new(watch::channel(false).0);
+        let stalled_up = Arc::new(watch::channel(false).0);
+        let stalled_down = Arc::new(watch::channel(false).0);
         let task = {
             let cut = cut.clone();
-            let stalled = stalled.clone();
+            let (up, down) = (stalled_up.clone(), stalled_down.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((inbound, _)) = listener.accept().await else {
@@ -38,7 +42,7 @@ impl Proxy {
                         continue;
                     }
                     let mut rx = cut.subscribe();
-                    let (s1, s2) = (stalled.subscribe(), stalled.subscribe());
+                    let (s1, s2) = (up.subscribe(), down.subscribe());
                     tokio::spawn(async move {
                         let Ok(outbound) = TcpStream::connect(target).await else {
                             return;
@@ -59,19 +63,31 @@ impl Proxy {
         Proxy {
             addr,
             cut,
-            stalled,
+            stalled_up,
+            stalled_down,
             task,
         }
     }
 
     /// Stops every byte, both ways, without closing anything.
     pub fn stall(&self) {
-        self.stalled.send_replace(true);
+        self.stalled_up.send_replace(true);
+        self.stalled_down.send_replace(true);
     }
 
-    /// Lets the held bytes through again.
+    /// Stops the bytes one way only: from the dialling side to the target (`up`), or back.
+    pub fn stall_one_way(&self, up: bool) {
+        if up {
+            self.stalled_up.send_replace(true);
+        } else {
+            self.stalled_down.send_replace(true);
+        }
+    }
+
+    /// Lets the held bytes through again, both ways.
     pub fn resume(&self) {
-        self.stalled.send_replace(false);
+        self.stalled_up.send_replace(false);
+        self.stalled_down.send_replace(false);
     }
 
     /// Drops every connection through the proxy and refuses new ones.

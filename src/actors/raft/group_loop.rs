@@ -142,6 +142,9 @@ impl GroupLoop {
         let mut next_tick = Instant::now() + self.timing.tick;
         let mut next_sync = Instant::now() + SYNC_INTERVAL;
         let mut parked: Vec<Parked> = Vec::new();
+        // Raft id → when a Raft message from it last arrived (the members' liveness as Raft
+        // sees it, for `status`).
+        let mut heard: HashMap<u64, SystemTime> = HashMap::new();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match rx.recv_timeout(wait) {
@@ -178,6 +181,7 @@ impl GroupLoop {
                     }
                     Input::Raft(messages) => {
                         for m in messages {
+                            heard.insert(m.from, SystemTime::now());
                             member.step(m, &mut state, &mut out).map_err(|e| e.0)?;
                         }
                     }
@@ -234,7 +238,7 @@ impl GroupLoop {
                 state.sync().map_err(|e| e.to_string())?;
                 next_sync = Instant::now() + SYNC_INTERVAL;
             }
-            self.publish_status(&member, &state, &names);
+            self.publish_status(&member, &state, &names, &heard);
             if stop {
                 break;
             }
@@ -446,6 +450,7 @@ impl GroupLoop {
         member: &GroupMember,
         state: &StoreState,
         names: &HashMap<u64, String>,
+        heard: &HashMap<u64, SystemTime>,
     ) {
         let name = |id: u64| names.get(&id).cloned().unwrap_or_else(|| id.to_string());
         let cs = member.conf_state();
@@ -467,6 +472,7 @@ impl GroupLoop {
                 .map(|(id, m)| (name(id), m))
                 .collect(),
             forming: None,
+            heard: heard.iter().map(|(id, at)| (name(*id), *at)).collect(),
         };
         if let Ok(mut s) = self.status.lock() {
             *s = status;

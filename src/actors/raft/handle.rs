@@ -87,6 +87,8 @@ pub struct GroupStatus {
     pub matched: Vec<(String, u64)>,
     /// Set while the group waits for its seeds.
     pub forming: Option<String>,
+    /// Node name → when a Raft message from it last arrived here.
+    pub heard: Vec<(String, std::time::SystemTime)>,
 }
 
 /// What the group's thread is started with, kept for its restarts.

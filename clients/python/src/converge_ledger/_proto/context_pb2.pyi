@@ -313,16 +313,18 @@ class RaftFollowerProgress(_message.Message):
     def __init__(self, node: _Optional[str] = ..., match_index: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
 
 class MemberStatus(_message.Message):
-    __slots__ = ("name", "address", "state", "since_unix_ms")
+    __slots__ = ("name", "address", "state", "since_unix_ms", "last_heard_unix_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     state: str
     since_unix_ms: int
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., since_unix_ms: _Optional[int] = ...) -> None: ...
+    last_heard_unix_ms: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., since_unix_ms: _Optional[int] = ..., last_heard_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ContextStatus(_message.Message):
     __slots__ = ("context_id", "owner", "epoch", "latest_sequence", "replicas")
