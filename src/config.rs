@@ -67,7 +67,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LEDGER_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
 
-    /// This node's name in the cluster (unique per cluster). Giving it, or --cluster-listen,
+    /// This node's name in the cluster (unique per cluster; its Raft member id is derived
+    /// from it, so keep it across restarts of a data dir). Giving it, or --cluster-listen,
     /// turns clustering on; without both the server runs alone. See docs/CLUSTER.md.
     #[arg(long, env = "LEDGER_NODE_NAME", help_heading = "Cluster")]
     pub node_name: Option<String>,
@@ -80,7 +81,10 @@ pub struct ServeArgs {
     pub cluster_listen: Option<SocketAddr>,
 
     /// A peer's cluster address, HOST:PORT; repeat the flag for several (environment:
-    /// comma-separated). Unreachable peers are retried forever, with a jittered backoff from
+    /// comma-separated). Give every other node of the cluster: on its first start a node
+    /// founds the Raft group once it has reached every peer once, with all of them as voters
+    /// (appends answer UNAVAILABLE "forming" until then); a node restarting with its data dir
+    /// does not wait. Unreachable peers are retried forever, with a jittered backoff from
     /// 100 ms doubling to 5 s; they never delay start-up.
     #[arg(
         long = "peer",
